@@ -1,0 +1,37 @@
+"""Test-set evaluation: accuracy, calibration, and per-example predictions on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from star_al.metrics import calibration_summary
+from star_al.scoring import Scores, ScoringOptions, score_examples
+
+
+def evaluate(model, tokenizer, task, examples, batch_size: int = 32, desc: str | None = "evaluate"):
+    """Score the test examples deterministically; returns (Scores, calibration summary dict)."""
+    scores = score_examples(model, tokenizer, task, examples, ScoringOptions(batch_size=batch_size),
+                            desc=desc)
+    return scores, calibration_summary(scores.confidence, scores.correct)
+
+
+def write_predictions(scores: Scores, path: Path) -> None:
+    """One JSON line per example: id, prediction, gold, correct, confidence (atomic write)."""
+    lines = [json.dumps({"id": i, "prediction": p, "gold": g, "correct": bool(c), "confidence": float(f)})
+             for i, p, g, c, f in zip(scores.ids, scores.predictions, scores.golds, scores.correct,
+                                      scores.confidence)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)

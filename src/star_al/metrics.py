@@ -1,0 +1,161 @@
+"""Learning-curve, calibration and correlation metrics (METHOD.md sections 6 and 8).
+
+Pure numpy functions on plain arrays: no files, no models. Accuracies, AUCs and
+confidences are fractions in [0, 1]; the report turns them into percent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auc(n_labeled, accuracy) -> float:
+    """Area under the learning curve, x rescaled to [0, 1] (METHOD.md section 6).
+
+    AUC = sum_i (x_{i+1} - x_i) (a_i + a_{i+1}) / 2 with x = (n - n_0) / (n_last - n_0),
+    so a flat curve at accuracy a has AUC a whatever the spacing of the points.
+    A single point has no width: its AUC is its accuracy.
+    """
+    x = np.asarray(n_labeled, dtype=float)
+    y = np.asarray(accuracy, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size == 0:
+        raise ValueError("auc needs two 1-D arrays of the same, non-zero length")
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    if x.size == 1:
+        return float(y[0])
+    span = x[-1] - x[0]
+    if span == 0:
+        raise ValueError("auc needs at least two distinct labeled-set sizes")
+    x = (x - x[0]) / span
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def ripl(auc_strategy: float, auc_random: float) -> float:
+    """Relative improvement over passive learning: (AUC_AL - AUC_RANDOM) / (1 - AUC_RANDOM).
+
+    0 means no better than random sampling, 1 means perfect accuracy from the first step
+    (METHOD.md section 6). Undefined (nan) when random is already perfect.
+    """
+    if auc_random == 1:
+        return float("nan")
+    return float((auc_strategy - auc_random) / (1 - auc_random))
+
+
+def bootstrap_ripl_ci(strategy_aucs, random_aucs, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of RIPL(mean strategy AUC, mean random AUC).
+
+    Each replicate resamples the seeds of both groups with replacement, so the interval
+    reflects seed-to-seed spread on both sides. One seed each collapses it to the point.
+    """
+    strategy_aucs = np.asarray(strategy_aucs, dtype=float)
+    random_aucs = np.asarray(random_aucs, dtype=float)
+    if strategy_aucs.size == 0 or random_aucs.size == 0:
+        raise ValueError("bootstrap_ripl_ci needs at least one AUC in each group")
+    rng = np.random.default_rng(seed)
+    strategy_means = rng.choice(strategy_aucs, size=(n_boot, strategy_aucs.size)).mean(axis=1)
+    random_means = rng.choice(random_aucs, size=(n_boot, random_aucs.size)).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        replicates = (strategy_means - random_means) / (1 - random_means)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(replicates, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _predictions(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (confidence, correct) pair: same length, non-empty, confidence in [0, 1]."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    if confidence.ndim != 1 or confidence.shape != correct.shape or confidence.size == 0:
+        raise ValueError("confidence and correct must be 1-D, of the same non-zero length")
+    if np.any((confidence < 0) | (confidence > 1)):
+        raise ValueError("confidence must lie in [0, 1]")
+    return confidence, correct
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 10) -> float:
+    """ECE = sum_b (|b| / N) |acc(b) - conf(b)| over equal-width confidence bins.
+
+    Bins split [0, 1] into n_bins right-closed intervals (e_{k-1}, e_k]; the first is
+    [0, e_1], so a confidence of exactly 0 is counted. Empty bins contribute nothing.
+    """
+    confidence, correct = _predictions(confidence, correct)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges, right=True) - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    conf_sums = np.bincount(bins, weights=confidence, minlength=n_bins)
+    correct_sums = np.bincount(bins, weights=correct, minlength=n_bins)
+    # |sum(correct) - sum(conf)| / N per bin equals (|b| / N) |acc(b) - conf(b)|.
+    return float(np.sum(np.abs(correct_sums - conf_sums)) / counts.sum())
+
+
+def brier_score(confidence, correct) -> float:
+    """Binary Brier score: mean (conf - correct)^2 with conf the predicted answer's confidence.
+
+    This is the top-label form (one probability per example), not the multi-class sum
+    over all answer options.
+    """
+    confidence, correct = _predictions(confidence, correct)
+    return float(np.mean((confidence - correct) ** 2))
+
+
+def mean_wrong_confidence(confidence, correct) -> float:
+    """Mean confidence on the wrong predictions (METHOD.md section 8, fig. 2); nan if none wrong.
+
+    High values mean the model is confidently wrong, the symptom STAR sets out to fix.
+    """
+    confidence, correct = _predictions(confidence, correct)
+    wrong = correct == 0
+    return float(confidence[wrong].mean()) if wrong.any() else float("nan")
+
+
+def calibration_summary(confidence, correct) -> dict:
+    """Accuracy, ECE, Brier and wrong-answer confidence of one evaluation, plus its size n."""
+    confidence, correct = _predictions(confidence, correct)
+    return {
+        "accuracy": float(correct.mean()),
+        "ece": expected_calibration_error(confidence, correct),
+        "brier": brier_score(confidence, correct),
+        "wrong_confidence": mean_wrong_confidence(confidence, correct),
+        "n": int(confidence.size),
+    }
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the average of the ranks they span."""
+    uniques, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2
+    return average_rank[inverse.reshape(values.shape)]
+
+
+def correlation_matrix(rows, method: str = "pearson") -> np.ndarray:
+    """Correlation between every pair of rows (e.g. AL rounds x pool examples, fig. 3a).
+
+    Pearson: cov(r_i, r_j) / (sd(r_i) sd(r_j)); Spearman: Pearson on average-tie ranks.
+    A constant row has no defined correlation: its entries are nan.
+    """
+    rows = np.asarray(rows, dtype=float)
+    if rows.ndim != 2 or rows.shape[1] < 2:
+        raise ValueError("correlation_matrix needs a 2-D array with at least two columns")
+    if method == "spearman":
+        rows = np.apply_along_axis(_ranks, 1, rows)
+    elif method != "pearson":
+        raise ValueError(f"unknown correlation method {method!r}: use 'pearson' or 'spearman'")
+    defined = np.ptp(rows, axis=1) > 0  # exact test: rounding noise must not look like signal
+    centred = rows - rows.mean(axis=1, keepdims=True)
+    centred[~defined] = np.nan
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    matrix = np.clip(unit @ unit.T, -1.0, 1.0)
+    matrix[np.diag_indices_from(matrix)] = np.where(defined, 1.0, np.nan)
+    return matrix
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation cov(x, y) / (sd(x) sd(y)); nan if either input is constant."""
+    return float(correlation_matrix(np.vstack([x, y]))[0, 1])
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation: Pearson on ranks, ties given their average rank."""
+    return float(correlation_matrix(np.vstack([x, y]), method="spearman")[0, 1])

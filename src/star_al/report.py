@@ -1,0 +1,362 @@
+"""Read AL run directories and write the paper-style report (METHOD.md sections 6 and 7).
+
+A run directory holds `config.json` (at least "task", "strategy", "seed"; "n_rounds",
+the number of query rounds, once known) and `rounds.jsonl`, one JSON object per
+evaluated round (round 0 is the warm start). Accuracies in it are fractions; the
+report shows percent. Only finished runs are reported unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from star_al import metrics
+from star_al.errors import StarError
+
+CONFIG_FILE = "config.json"
+ROUNDS_FILE = "rounds.jsonl"
+ROUND_KEYS = ("round", "n_labeled", "accuracy")
+CALIBRATION_KEYS = ("ece", "brier", "wrong_confidence")
+POINT_COLUMNS = ("task", "strategy", "seed", "round", "finished", "n_labeled", "accuracy",
+                 *CALIBRATION_KEYS)
+
+
+@dataclass
+class Run:
+    """One AL run as written on disk: its config and its evaluated rounds, in round order."""
+
+    path: Path
+    config: dict
+    rounds: list[dict]
+
+    @property
+    def task(self) -> str:
+        return str(self.config["task"])
+
+    @property
+    def strategy(self) -> str:
+        return str(self.config["strategy"])
+
+    @property
+    def seed(self):
+        return self.config["seed"]
+
+    @property
+    def finished(self) -> bool:
+        """True once rounds.jsonl holds round 0 plus all n_rounds query rounds."""
+        n_rounds = self.config.get("n_rounds")
+        return n_rounds is not None and len(self.rounds) >= int(n_rounds) + 1
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """The learning curve: labeled-set sizes and accuracies (fractions), round by round."""
+        n_labeled = np.array([r["n_labeled"] for r in self.rounds], dtype=float)
+        accuracy = np.array([r["accuracy"] for r in self.rounds], dtype=float)
+        return n_labeled, accuracy
+
+    def auc(self) -> float:
+        return metrics.auc(*self.curve())
+
+
+@dataclass
+class Row:
+    """One (task, strategy) cell of Table 1, in percent; RIPL is None for the baseline
+    itself and for tasks without a baseline run."""
+
+    task: str
+    strategy: str
+    n_seeds: int
+    n_unfinished: int
+    auc_mean: float
+    auc_std: float
+    is_baseline: bool = False
+    ripl: float | None = None
+    ripl_std: float | None = None
+    ripl_ci: tuple[float, float] | None = None
+
+
+# ---------------------------------------------------------------- reading runs
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise StarError(f"cannot read {path}: {error}") from None
+    missing = [key for key in ("task", "strategy", "seed") if key not in config]
+    if missing:
+        raise StarError(f"{path} lacks the key(s) {', '.join(missing)}")
+    return config
+
+
+def _read_rounds(path: Path) -> list[dict]:
+    """Parse rounds.jsonl; a torn last line (run killed mid-append) is ignored."""
+    text = path.read_text()
+    lines = text.splitlines()
+    rounds = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rounds.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            torn_tail = number == len(lines) and not text.endswith("\n")
+            if torn_tail:
+                break
+            raise StarError(f"{path}:{number} is not valid JSON: {error}") from None
+        missing = [key for key in ROUND_KEYS if key not in rounds[-1]]
+        if missing:
+            raise StarError(f"{path}:{number} lacks the key(s) {', '.join(missing)}")
+    return sorted(rounds, key=lambda r: r["round"])
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / ROUNDS_FILE).is_file()
+
+
+def _as_paths(paths) -> list[Path]:
+    """Accept one path or several."""
+    return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+
+
+def find_runs(paths) -> list[Run]:
+    """All run directories among `paths` and below them, at any depth, in path order.
+
+    Raises StarError if a path does not exist or nothing under the paths is a run.
+    """
+    paths = _as_paths(paths)
+    run_dirs: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise StarError(f"no such file or directory: {path}")
+        candidates = [path] + [config.parent for config in path.rglob(CONFIG_FILE)]
+        run_dirs.update(c.resolve() for c in candidates if _is_run_dir(c))
+    if not run_dirs:
+        names = ", ".join(str(p) for p in paths) or "(no paths given)"
+        raise StarError(f"no AL runs (folders with {CONFIG_FILE} and {ROUNDS_FILE}) under {names}")
+    return [Run(d, _read_config(d / CONFIG_FILE), _read_rounds(d / ROUNDS_FILE))
+            for d in sorted(run_dirs)]
+
+
+# ---------------------------------------------------------------- summarising
+
+def strategy_order(strategies, baseline: str = "random") -> list[str]:
+    """The baseline first, then the others grouped by family so that variants follow
+    their base (e.g. me, me+dynamic, me+dynamic+mc, ..., pe, pe+star)."""
+    def key(name: str):
+        return (name != baseline, re.split(r"[^0-9a-z]+", name.lower()), name)
+    return sorted(set(strategies), key=key)
+
+
+def _group(runs) -> dict[tuple[str, str], list[Run]]:
+    """Runs keyed by (task, strategy); two runs of the same seed would double-count it."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        group = groups[(run.task, run.strategy)]
+        twin = next((other for other in group if other.seed == run.seed), None)
+        if twin is not None:
+            raise StarError(f"two runs of {run.task}/{run.strategy} seed {run.seed}: "
+                            f"{twin.path} and {run.path}; report on one of them")
+        group.append(run)
+    return groups
+
+
+def _std(values) -> float:
+    """Sample standard deviation over seeds (ddof=1); 0 for a single seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(runs, baseline: str = "random") -> list[Row]:
+    """One Row per (task, strategy): AUC mean and std over seeds, and RIPL against the
+    task's baseline, all in percent.
+
+    RIPL is that of the mean AUC against the mean baseline AUC (the paper's number); its
+    spread is the std over seeds of each seed's RIPL against that same baseline mean, and
+    its interval is a bootstrap over the seeds of both groups (metrics.bootstrap_ripl_ci).
+    """
+    groups = _group(runs)
+    aucs = {key: [run.auc() for run in group] for key, group in groups.items()}
+    rows = []
+    for task in sorted({task for task, _ in groups}):
+        baseline_aucs = aucs.get((task, baseline))
+        strategies = [s for t, s in groups if t == task]
+        for strategy in strategy_order(strategies, baseline):
+            group_aucs = aucs[(task, strategy)]
+            row = Row(task=task, strategy=strategy, n_seeds=len(group_aucs),
+                      n_unfinished=sum(not run.finished for run in groups[(task, strategy)]),
+                      auc_mean=100 * float(np.mean(group_aucs)),
+                      auc_std=100 * _std(group_aucs), is_baseline=strategy == baseline)
+            if baseline_aucs and not row.is_baseline:
+                random_mean = float(np.mean(baseline_aucs))
+                row.ripl = 100 * metrics.ripl(float(np.mean(group_aucs)), random_mean)
+                row.ripl_std = 100 * _std([metrics.ripl(a, random_mean) for a in group_aucs])
+                lo, hi = metrics.bootstrap_ripl_ci(group_aucs, baseline_aucs)
+                row.ripl_ci = (100 * lo, 100 * hi)
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _cell(row: Row) -> str:
+    """'AUC ± std / RIPL ± std [CI]', '-' for the baseline's RIPL, 'n/a' without a baseline;
+    '*' marks cells that include unfinished runs."""
+    auc_text = f"{row.auc_mean:.2f} ± {row.auc_std:.2f}"
+    if row.is_baseline:
+        ripl_text = "-"
+    elif row.ripl is None:
+        ripl_text = "n/a"
+    else:
+        lo, hi = row.ripl_ci
+        ripl_text = f"{row.ripl:.2f} ± {row.ripl_std:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{auc_text} / {ripl_text}" + (" *" if row.n_unfinished else "")
+
+
+def _markdown(header, body) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def markdown_table(rows, baseline: str = "random") -> str:
+    """Table 1 layout: one row per strategy (baseline first), one column per task,
+    cells 'AUC / RIPL' in percent, mean ± std over seeds, 95% bootstrap CI of RIPL."""
+    tasks = sorted({row.task for row in rows})
+    by_key = {(row.task, row.strategy): row for row in rows}
+    body = []
+    for strategy in strategy_order((row.strategy for row in rows), baseline):
+        body.append([strategy] + [_cell(by_key[(task, strategy)]) if (task, strategy) in by_key
+                                  else "" for task in tasks])
+    seeds = sorted({row.n_seeds for row in rows})
+    seed_text = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    caption = (f"AUC / RIPL in percent, mean ± std over seeds ({seed_text} per cell), "
+               f"RIPL against {baseline} with its 95% bootstrap interval over seeds.")
+    if any(row.n_unfinished for row in rows):
+        caption += " * includes unfinished runs."
+    return caption + "\n\n" + _markdown(["method"] + tasks, body)
+
+
+def _format(value: float, digits: int = 3) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _round_means(group, keys) -> list[dict]:
+    """Per round index: seeds present, mean n_labeled, and for each key the mean and std
+    over the seeds that report it (missing or nan values are left out)."""
+    by_round: dict[int, list[dict]] = defaultdict(list)
+    for run in group:
+        for record in run.rounds:
+            by_round[record["round"]].append(record)
+    means = []
+    for round_index in sorted(by_round):
+        records = by_round[round_index]
+        point = {"round": round_index, "n_seeds": len(records),
+                 "n_labeled": float(np.mean([r["n_labeled"] for r in records]))}
+        for key in keys:
+            values = [float(r[key]) for r in records if r.get(key) is not None]
+            values = [v for v in values if not np.isnan(v)]
+            point[key] = float(np.mean(values)) if values else np.nan
+            point[key + "_std"] = _std(values) if values else np.nan
+        means.append(point)
+    return means
+
+
+def calibration_table(runs, baseline: str = "random") -> str:
+    """Per task, per strategy and round: seed means of ECE, Brier score and the mean
+    confidence on wrong answers (fractions), the paper's 'confidently wrong' probe."""
+    groups = _group(runs)
+    sections = []
+    for task in sorted({task for task, _ in groups}):
+        body = []
+        for strategy in strategy_order([s for t, s in groups if t == task], baseline):
+            for point in _round_means(groups[(task, strategy)], CALIBRATION_KEYS):
+                body.append([strategy, str(point["round"]), f"{point['n_labeled']:.0f}",
+                             *(_format(point[key]) for key in CALIBRATION_KEYS),
+                             str(point["n_seeds"])])
+        header = ["method", "round", "labeled", "ECE", "Brier", "wrong-answer conf.", "seeds"]
+        sections.append(f"### {task}\n\n" + _markdown(header, body))
+    return "\n\n".join(sections)
+
+
+# ---------------------------------------------------------------- files
+
+def write_curves_png(runs, path, baseline: str = "random") -> None:
+    """Learning curves like the paper's Figure 5: one panel per task, accuracy (%) against
+    labeled examples, seed mean with a ±std band, one colour per strategy in every panel."""
+    from matplotlib.figure import Figure  # Figure renders with Agg; no pyplot state
+
+    groups = _group(runs)
+    tasks = sorted({task for task, _ in groups})
+    strategies = strategy_order([s for _, s in groups], baseline)
+    palette = [f"C{i % 10}" for i in range(len(strategies))]
+    colours = dict(zip(strategies, palette))
+    figure = Figure(figsize=(4.5 * len(tasks), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
+    for axis, task in zip(axes, tasks):
+        for strategy in strategies:
+            if (task, strategy) not in groups:
+                continue
+            points = _round_means(groups[(task, strategy)], ["accuracy"])
+            x = np.array([p["n_labeled"] for p in points])
+            mean = 100 * np.array([p["accuracy"] for p in points])
+            spread = 100 * np.array([p["accuracy_std"] for p in points])
+            axis.plot(x, mean, marker="o", markersize=3, color=colours[strategy], label=strategy)
+            axis.fill_between(x, mean - spread, mean + spread, color=colours[strategy], alpha=0.2)
+        axis.set_title(task)
+        axis.set_xlabel("labeled examples")
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.savefig(path, dpi=150)
+
+
+def write_points_csv(runs, path) -> None:
+    """Every evaluated point: one row per (task, strategy, seed, round), fractions as stored."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=POINT_COLUMNS)
+        writer.writeheader()
+        for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
+            for record in run.rounds:
+                writer.writerow({"task": run.task, "strategy": run.strategy, "seed": run.seed,
+                                 "finished": run.finished,
+                                 **{key: record.get(key) for key in POINT_COLUMNS[3:]
+                                    if key != "finished"}})
+
+
+def write_report(paths, out_dir, calibration: bool = False, include_unfinished: bool = False,
+                 baseline: str = "random") -> str:
+    """Find the runs under `paths`, write report.md, curves.png and points.csv into
+    `out_dir`, and return the report's Markdown for the caller to print.
+
+    Unfinished runs are left out of the table, curves and calibration unless
+    include_unfinished; points.csv always lists every run, with a 'finished' column.
+    """
+    paths = _as_paths(paths)
+    all_runs = find_runs(paths)
+    reported = [bool(run.rounds) and (include_unfinished or run.finished) for run in all_runs]
+    runs = [run for run, keep in zip(all_runs, reported) if keep]
+    skipped = [run for run, keep in zip(all_runs, reported) if not keep]
+    if not runs:
+        raise StarError(f"none of the {len(all_runs)} run(s) under "
+                        f"{', '.join(str(p) for p in paths)} has finished; "
+                        "include unfinished runs to report them anyway")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_curves_png(runs, out_dir / "curves.png", baseline)
+    write_points_csv(all_runs, out_dir / "points.csv")
+
+    parts = ["# Active learning report", markdown_table(summarise(runs, baseline), baseline)]
+    if skipped:
+        parts.append(f"Skipped {len(skipped)} unfinished run(s): "
+                     + ", ".join(str(run.path) for run in skipped))
+    parts.append("![learning curves](curves.png)")
+    if calibration:
+        parts.append("## Calibration per round\n\n" + calibration_table(runs, baseline))
+    text = "\n\n".join(parts) + "\n"
+    (out_dir / "report.md").write_text(text)
+    return text

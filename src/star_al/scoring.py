@@ -1,0 +1,261 @@
+"""Model work: answer likelihoods, greedy responses and their per-example uncertainties.
+
+One pass over a set of examples yields everything both evaluation and acquisition need:
+the predicted answer and its confidence, and the ME and PE scores (label-free, over the
+model's own response; and PE over the gold response, for simulations). With
+`passes` = K > 1 the LoRA dropout is switched on and the K stochastic passes run as
+one batch of K copies of each row (MC dropout, METHOD.md 3.2); scores keep a leading
+K axis and acquisition reduces it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from star_al.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.errors import StarError
+from star_al.uncertainty import token_entropy, token_nll
+
+
+@dataclass
+class Scores:
+    """Per-example results of scoring; uncertainty arrays have shape [passes, n]."""
+
+    ids: list[int]
+    predictions: list[str | None]
+    golds: list[str]
+    correct: np.ndarray
+    confidence: np.ndarray
+    me: np.ndarray
+    pe: np.ndarray
+    pe_gold: np.ndarray | None
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+
+@contextmanager
+def lora_dropout_active(model):
+    """Put exactly the LoRA dropout modules in training mode.
+
+    PEFT turns LoRA dropout off in eval(), and Llama-style backbones have no other
+    dropout, so without this "K MC passes" would be K identical passes.
+    """
+    modules = [module for name, module in model.named_modules()
+               if "lora_dropout" in name and isinstance(module, torch.nn.Dropout) and module.p > 0]
+    if not modules:
+        raise StarError("MC dropout needs a LoRA adapter with dropout > 0 (--lora-dropout)")
+    for module in modules:
+        module.train()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.eval()
+
+
+def _forward_tail(model, sequences, pad_id, keep: int, passes: int):
+    """Logits of the last `keep` positions, shape [passes, batch, keep, vocab]."""
+    device = next(model.parameters()).device
+    input_ids, attention_mask, position_ids = left_pad(sequences, pad_id, device)
+    if passes > 1:
+        input_ids, attention_mask, position_ids = (
+            t.repeat(passes, 1) for t in (input_ids, attention_mask, position_ids))
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=keep, use_cache=False).logits
+    return logits.view(passes, len(sequences), keep, -1)
+
+
+def _single_token_ids(tokenizer, prompt: str, continuations: list[str]) -> list[int] | None:
+    """The one token each continuation is, if every one is a single token, else None."""
+    ids = [encode_pair(tokenizer, prompt, text).target_ids for text in continuations]
+    return [seq[0] for seq in ids] if all(len(seq) == 1 for seq in ids) else None
+
+
+@torch.inference_mode()
+def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, passes=1, desc=None):
+    """Log-probabilities of the label tokens and full-vocabulary entropy after each prompt.
+
+    Returns ([passes, n, n_labels], [passes, n]). Only the last position's logits are
+    computed, since one-token answers need nothing else.
+    """
+    n = len(prompt_ids)
+    label_logprobs = np.zeros((passes, n, len(label_token_ids)), dtype=np.float64)
+    entropy = np.zeros((passes, n), dtype=np.float64)
+    label_index = torch.tensor(label_token_ids)
+    batches = length_buckets([len(p) for p in prompt_ids], batch_size)
+    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+        logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes)[:, :, 0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        label_logprobs[:, batch] = logprobs[..., label_index.to(logits.device)].cpu().double().numpy()
+        entropy[:, batch] = token_entropy(logits).cpu().double().numpy()
+    return label_logprobs, entropy
+
+
+@torch.inference_mode()
+def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1, desc=None):
+    """Teacher-forced sums over each response's tokens: (-log p(s|x), sum of entropies).
+
+    Returns two arrays [passes, n]. Logits are computed only at the positions that
+    predict response tokens (the last len(response)+1 columns under left padding).
+    """
+    n = len(prompt_ids)
+    nll = np.zeros((passes, n), dtype=np.float64)
+    entropy = np.zeros((passes, n), dtype=np.float64)
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    batches = length_buckets(lengths, batch_size)
+    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+        responses = [response_ids[i] for i in batch]
+        width = max(len(r) for r in responses)
+        if width == 0:
+            continue
+        sequences = [prompt_ids[i] + response_ids[i] for i in batch]
+        logits = _forward_tail(model, sequences, pad_id, width + 1, passes)[:, :, :-1]
+        targets = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, response in enumerate(responses):
+            if response:
+                targets[row, width - len(response):] = torch.tensor(response)
+                mask[row, width - len(response):] = True
+        targets, mask = targets.to(logits.device), mask.to(logits.device)
+        token_nlls = token_nll(logits, targets.expand(passes, -1, -1))
+        token_entropies = token_entropy(logits)
+        nll[:, batch] = (token_nlls * mask).sum(-1).cpu().double().numpy()
+        entropy[:, batch] = (token_entropies * mask).sum(-1).cpu().double().numpy()
+    return nll, entropy
+
+
+class _AnswerComplete:
+    """Stop each sequence once the task says its generated text holds a full answer."""
+
+    def __init__(self, tokenizer, prompt_width: int, answer_complete):
+        self.tokenizer, self.prompt_width, self.answer_complete = tokenizer, prompt_width, answer_complete
+
+    def __call__(self, input_ids, scores, **kwargs):
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([self.answer_complete(text) for text in texts], device=input_ids.device)
+
+
+@torch.inference_mode()
+def generate_greedy(model, tokenizer, prompt_ids, max_new_tokens, batch_size, answer_complete=None,
+                    desc=None) -> list[list[int]]:
+    """Batched greedy decoding with the KV cache; each sequence stops at EOS or a complete answer."""
+    from transformers import StoppingCriteriaList
+
+    responses: list[list[int]] = [[] for _ in prompt_ids]
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    batches = length_buckets([len(p) for p in prompt_ids], batch_size)
+    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+        input_ids, attention_mask, _ = left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
+        stopping = StoppingCriteriaList()
+        if answer_complete is not None:
+            stopping.append(_AnswerComplete(tokenizer, input_ids.shape[1], answer_complete))
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=eos, stopping_criteria=stopping,
+                                temperature=None, top_p=None, top_k=None)
+        for row, index in enumerate(batch):
+            new_tokens = output[row, input_ids.shape[1]:].tolist()
+            if eos in new_tokens:
+                new_tokens = new_tokens[: new_tokens.index(eos)]
+            while new_tokens and new_tokens[-1] == tokenizer.pad_token_id:
+                new_tokens.pop()
+            responses[index] = new_tokens
+    return responses
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How to score: batch size, MC passes, whether gold-response PE is needed, token caps."""
+
+    batch_size: int = 32
+    passes: int = 1
+    gold_pe: bool = False
+    max_prompt_tokens: int = 1024
+    generation_batch_size: int = 16
+
+
+def score_examples(model, tokenizer, task, examples, options: ScoringOptions, desc=None) -> Scores:
+    """Predictions, confidences and ME/PE scores for examples under the current model."""
+    if not examples:
+        raise StarError("nothing to score: the example list is empty")
+    mc = lora_dropout_active(model) if options.passes > 1 else nullcontext()
+    prompts = [encode_prompt(tokenizer, ex.prompt, options.max_prompt_tokens) for ex in examples]
+    golds = [ex.gold for ex in examples]
+    pad = tokenizer.pad_token_id
+    if task.answer_type == "label":
+        continuations = [task.label_target(label) for label in task.labels]
+        single = _single_token_ids(tokenizer, examples[0].prompt, continuations)
+        if single is not None:
+            with mc:
+                label_logprobs, me = next_token_stats(model, prompts, single, pad, options.batch_size,
+                                                      options.passes, desc)
+            return _label_scores(task, examples, label_logprobs, me, golds)
+        return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
+                                         options, desc)
+    responses = generate_greedy(model, tokenizer, prompts, task.max_new_tokens,
+                                options.generation_batch_size, task.answer_complete,
+                                desc and f"{desc} (generate)")
+    with mc:
+        pe, me = response_stats(model, prompts, responses, pad, options.generation_batch_size,
+                                options.passes, desc and f"{desc} (score)")
+        pe_gold = None
+        if options.gold_pe:
+            gold_ids = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos=True).target_ids
+                        for ex in examples]
+            pe_gold, _ = response_stats(model, prompts, gold_ids, pad, options.generation_batch_size,
+                                        options.passes, desc and f"{desc} (gold)")
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    predictions = [task.extract_answer(text) for text in texts]
+    n_tokens = np.maximum([len(r) for r in responses], 1)
+    confidence = np.exp(-pe.mean(axis=0) / n_tokens)  # geometric-mean token probability
+    correct = np.array([task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
+    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold)
+
+
+def _label_scores(task, examples, label_logprobs, me, golds) -> Scores:
+    """Pick the likeliest allowed label; PE is -log p of that label (label-free) or of the gold."""
+    mean_logprobs = np.log(np.exp(label_logprobs).mean(axis=0))  # mean probability over passes
+    choice = mean_logprobs.argmax(axis=1)
+    shifted = mean_logprobs - mean_logprobs.max(axis=1, keepdims=True)
+    confidence = 1.0 / np.exp(shifted).sum(axis=1)  # probability among the allowed labels
+    predictions = [task.labels[c] for c in choice]
+    gold_index = np.array([_label_index(task, g) for g in golds])
+    rows = np.arange(len(examples))
+    pe = -label_logprobs[:, rows, choice]
+    pe_gold = -label_logprobs[:, rows, gold_index]
+    correct = choice == gold_index
+    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold)
+
+
+def _label_index(task, gold: str) -> int:
+    lowered = [label.lower() for label in task.labels]
+    return lowered.index(gold.lower()) if gold.lower() in lowered else -1
+
+
+def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations, options,
+                              desc) -> Scores:
+    """Labels of several tokens: score every label sequence, ME over the chosen label's tokens."""
+    mc = lora_dropout_active(model) if options.passes > 1 else nullcontext()
+    pad = tokenizer.pad_token_id
+    n, n_labels = len(examples), len(continuations)
+    label_logprobs = np.zeros((options.passes, n, n_labels))
+    label_entropy = np.zeros((options.passes, n, n_labels))
+    with mc:
+        for j, text in enumerate(continuations):
+            ids = [encode_pair(tokenizer, ex.prompt, text).target_ids for ex in examples]
+            nll, entropy = response_stats(model, prompts, ids, pad, options.batch_size, options.passes,
+                                          desc and f"{desc} ({task.labels[j]})")
+            label_logprobs[:, :, j], label_entropy[:, :, j] = -nll, entropy
+    scores = _label_scores(task, examples, label_logprobs, np.zeros((options.passes, n)),
+                           [ex.gold for ex in examples])
+    choice = np.array([_label_index(task, p) for p in scores.predictions])
+    scores.me = label_entropy[:, np.arange(n), choice]
+    return scores

@@ -1,0 +1,141 @@
+"""LoRA fine-tuning with PEFT: a fresh adapter on the frozen base, loss on answer tokens only.
+
+AdamW applies decoupled weight decay to the zero-initialised lora_B matrices only
+(STAR's L2 decay on B, METHOD.md 3.3); lora_A and everything else get none. Batches are
+left-padded so the answer tokens sit in the last columns, and the model computes logits
+only there: for one-token answers that is two positions instead of the whole sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from star_al.batching import encode_pair, left_pad
+
+ALL_LINEAR = "all-linear"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The adapter: METHOD.md section 4 defaults (r 64, alpha 16, dropout 0.1, all projections)."""
+
+    rank: int = 64
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
+
+    epochs: int = 3
+    batch_size: int = 8
+    learning_rate: float = 1.5e-4
+    b_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_prompt_tokens: int = 1024
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    answer_tokens: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def attach_fresh_adapter(model, lora: LoraSettings, seed: int):
+    """Wrap the frozen base in a newly initialised LoRA adapter (seeded, no carry-over)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    targets = lora.target_modules
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def detach_adapter(peft_model):
+    """Remove the adapter layers and give back the untouched frozen base model."""
+    base = peft_model.unload()
+    base.requires_grad_(False)
+    base.eval()
+    return base
+
+
+def optimizer_groups(model, b_decay: float) -> list[dict]:
+    """Decay on lora_B only (eq. 6): two parameter groups over the trainable weights."""
+    b_params = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n]
+    return [{"params": b_params, "weight_decay": b_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+def answer_only_batch(encoded, pad_id, device):
+    """Left-padded prompt+answer ids and the answer-token targets of the last columns.
+
+    Returns (input_ids, attention_mask, position_ids, targets) where targets has shape
+    [batch, width] for the last `width` tokens, -100 where a row's answer is shorter.
+    """
+    width = max(len(e.target_ids) for e in encoded)
+    input_ids, attention_mask, position_ids = left_pad(
+        [e.prompt_ids + e.target_ids for e in encoded], pad_id, device)
+    targets = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for row, e in enumerate(encoded):
+        targets[row, width - len(e.target_ids):] = torch.tensor(e.target_ids)
+    return input_ids, attention_mask, position_ids, targets.to(device)
+
+
+def answer_loss(model, input_ids, attention_mask, position_ids, targets) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens, with logits computed only where they are used."""
+    width = targets.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=width + 1, use_cache=False).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                             targets.reshape(-1), ignore_index=-100)
+
+
+def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
+                  desc: str | None = "train") -> TrainResult:
+    """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
+    from transformers import get_linear_schedule_with_warmup
+
+    add_eos = task.answer_type != "label"
+    encoded = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos, settings.max_prompt_tokens)
+               for ex in examples]
+    device = next(peft_model.parameters()).device
+    optimizer = torch.optim.AdamW(optimizer_groups(peft_model, settings.b_decay),
+                                  lr=settings.learning_rate)
+    steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps),
+                                                total_steps)
+    generator = torch.Generator().manual_seed(seed)
+    result = TrainResult(steps=0, answer_tokens=0, seconds=0.0)
+    start = time.perf_counter()
+    peft_model.train()
+    with tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
+        for _ in range(settings.epochs):
+            order = torch.randperm(len(encoded), generator=generator).tolist()
+            for first in range(0, len(order), settings.batch_size):
+                batch = [encoded[i] for i in order[first:first + settings.batch_size]]
+                *inputs, targets = answer_only_batch(batch, tokenizer.pad_token_id, device)
+                loss = answer_loss(peft_model, *inputs, targets)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                result.answer_tokens += int((targets != -100).sum())
+                result.losses.append(float(loss))
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.update()
+    peft_model.eval()
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,159 @@
+import csv
+import json
+
+import pytest
+
+from star_al.errors import StarError
+from star_al.metrics import auc, ripl
+from star_al.report import (calibration_table, find_runs, markdown_table, strategy_order,
+                            summarise, write_report)
+
+SIZES = [200, 400, 600]
+
+
+def make_run(root, task, strategy, seed, accuracies, n_rounds=2):
+    """A run directory as the AL loop writes it: config.json plus one line per round."""
+    run_dir = root / task / f"{strategy}-seed{seed}"
+    run_dir.mkdir(parents=True)
+    config = {"task": task, "strategy": strategy, "seed": seed}
+    if n_rounds is not None:
+        config["n_rounds"] = n_rounds
+    (run_dir / "config.json").write_text(json.dumps(config))
+    lines = [json.dumps({"round": i, "n_labeled": SIZES[i], "selected_ids": [],
+                         "selected_scores": [], "accuracy": accuracy, "ece": 0.1 * (i + 1),
+                         "brier": 0.2, "wrong_confidence": 0.7, "timings": {"train_s": 1.0}})
+             for i, accuracy in enumerate(accuracies)]
+    (run_dir / "rounds.jsonl").write_text("".join(line + "\n" for line in lines))
+    return run_dir
+
+
+@pytest.fixture
+def two_by_two(tmp_path):
+    """Two strategies x two seeds on one task; curves are flat so AUC is the accuracy."""
+    root = tmp_path / "runs"
+    make_run(root, "boolq", "random", 0, [0.60] * 3)
+    make_run(root, "boolq", "random", 1, [0.62] * 3)
+    make_run(root, "boolq", "me+star", 0, [0.64] * 3)
+    make_run(root, "boolq", "me+star", 1, [0.66] * 3)
+    return root
+
+
+def test_find_runs_finds_run_dirs_at_any_depth(two_by_two):
+    runs = find_runs([two_by_two])
+    assert len(runs) == 4
+    assert {(run.strategy, run.seed) for run in runs} == {
+        ("random", 0), ("random", 1), ("me+star", 0), ("me+star", 1)}
+    assert all(run.finished and len(run.rounds) == 3 for run in runs)
+
+
+def test_find_runs_accepts_a_run_dir_itself(two_by_two):
+    runs = find_runs(two_by_two / "boolq" / "random-seed0")
+    assert [run.seed for run in runs] == [0]
+
+
+def test_find_runs_without_runs_raises_star_error_naming_the_path(tmp_path):
+    with pytest.raises(StarError, match=str(tmp_path)):
+        find_runs([tmp_path])
+
+
+def test_run_with_fewer_lines_than_n_rounds_is_unfinished(tmp_path):
+    make_run(tmp_path, "boolq", "random", 0, [0.6, 0.6], n_rounds=2)
+    make_run(tmp_path, "boolq", "pe", 0, [0.6, 0.6, 0.6], n_rounds=None)
+    assert [run.finished for run in find_runs([tmp_path])] == [False, False]
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    run_dir = make_run(tmp_path, "boolq", "random", 0, [0.6, 0.6], n_rounds=2)
+    with open(run_dir / "rounds.jsonl", "a") as handle:
+        handle.write('{"round": 2, "n_lab')
+    assert len(find_runs([tmp_path])[0].rounds) == 2
+
+
+def test_invalid_line_in_the_middle_raises_star_error(tmp_path):
+    run_dir = make_run(tmp_path, "boolq", "random", 0, [0.6], n_rounds=2)
+    (run_dir / "rounds.jsonl").write_text('{"round": 0,\n{"round": 1}\n')
+    with pytest.raises(StarError, match="rounds.jsonl:1"):
+        find_runs([tmp_path])
+
+
+def test_summarise_averages_auc_and_ripl_over_seeds(two_by_two):
+    rows = {row.strategy: row for row in summarise(find_runs([two_by_two]))}
+    assert rows["random"].auc_mean == pytest.approx(61.0)
+    assert rows["random"].is_baseline and rows["random"].ripl is None
+    star = rows["me+star"]
+    assert star.n_seeds == 2
+    assert star.auc_mean == pytest.approx(65.0)
+    assert star.auc_std == pytest.approx(100 * 0.02 / 2 ** 0.5)
+    assert star.ripl == pytest.approx(100 * ripl(0.65, 0.61))
+    lo, hi = star.ripl_ci
+    assert lo <= star.ripl <= hi
+
+
+def test_summarise_uses_the_curve_auc(tmp_path):
+    make_run(tmp_path, "obqa", "random", 0, [0.2, 0.4, 0.8])
+    (row,) = summarise(find_runs([tmp_path]))
+    assert row.auc_mean == pytest.approx(100 * auc(SIZES, [0.2, 0.4, 0.8]))
+
+
+def test_ripl_is_na_without_a_random_baseline(tmp_path):
+    make_run(tmp_path, "gsm8k", "pe", 0, [0.3] * 3)
+    table = markdown_table(summarise(find_runs([tmp_path])))
+    assert "30.00 ± 0.00 / n/a" in table
+
+
+def test_duplicate_seed_raises_star_error(tmp_path):
+    make_run(tmp_path / "a", "boolq", "random", 0, [0.6] * 3)
+    make_run(tmp_path / "b", "boolq", "random", 0, [0.6] * 3)
+    with pytest.raises(StarError, match="seed 0"):
+        summarise(find_runs([tmp_path]))
+
+
+def test_strategy_order_puts_random_first_and_variants_after_their_base():
+    names = ["pe+star", "me+dynamic", "random", "pe", "me", "me+dynamic+mc"]
+    assert strategy_order(names) == ["random", "me", "me+dynamic", "me+dynamic+mc",
+                                     "pe", "pe+star"]
+
+
+def test_markdown_table_has_one_row_per_strategy_and_one_column_per_task(two_by_two):
+    make_run(two_by_two, "obqa", "random", 0, [0.5] * 3)
+    table = markdown_table(summarise(find_runs([two_by_two])))
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[0] == "| method | boolq | obqa |"
+    assert lines[2].startswith("| random | 61.00 ± 1.41 / - | 50.00 ± 0.00 / - |")
+    assert lines[3].startswith("| me+star | 65.00 ± 1.41 / 10.26 ± 3.63 [")
+    assert lines[3].endswith(" |  |")
+
+
+def test_calibration_table_averages_each_round_over_seeds(two_by_two):
+    table = calibration_table(find_runs([two_by_two]))
+    assert "### boolq" in table
+    assert "| random | 2 | 600 | 0.300 | 0.200 | 0.700 | 2 |" in table
+
+
+def test_write_report_writes_table_curves_and_points(two_by_two, tmp_path):
+    out_dir = tmp_path / "report"
+    text = write_report([two_by_two], out_dir, calibration=True)
+    assert (out_dir / "report.md").read_text() == text
+    assert "| random | 61.00 ± 1.41 / - |" in text
+    assert "| me+star | 65.00 ± 1.41 / 10.26" in text
+    assert "ECE" in text
+    assert (out_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out_dir / "points.csv") as handle:
+        points = list(csv.DictReader(handle))
+    assert len(points) == 2 * 2 * 3
+    assert points[0].keys() >= {"task", "strategy", "seed", "round", "n_labeled", "accuracy",
+                                "ece", "brier", "wrong_confidence"}
+
+
+def test_write_report_skips_unfinished_runs_and_says_so(two_by_two, tmp_path):
+    make_run(two_by_two, "boolq", "pe", 0, [0.9], n_rounds=2)
+    text = write_report([two_by_two], tmp_path / "report")
+    assert "Skipped 1 unfinished run(s)" in text
+    assert "| pe |" not in text
+    text = write_report([two_by_two], tmp_path / "report", include_unfinished=True)
+    assert "| pe | 90.00 ± 0.00 / " in text and " *" in text
+
+
+def test_write_report_without_runs_raises_star_error(tmp_path):
+    with pytest.raises(StarError, match="no AL runs"):
+        write_report([tmp_path], tmp_path / "report")
