@@ -70,7 +70,57 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--limit", type=int, default=None, help="evaluate on the first N test examples")
     tr.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     tr.add_argument("--no-baseline", action="store_true", help="skip evaluating the untuned model first")
+
+    rn = commands.add_parser("run", help="run one active-learning curve (resumes if --out holds this run)")
+    _add_task_options(rn)
+    _add_model_options(rn)
+    _add_run_options(rn)
+    rn.add_argument("--strategy", required=True,
+                    help="random, me, pe, or a recipe such as me+star, pe+dynamic+mc, me+dynamic+l2")
+    rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--out", default=None, help="run directory (default: runs/TASK/STRATEGY/seed-N)")
+
+    rs = commands.add_parser("resume", help="continue a killed or paused run from its directory")
+    rs.add_argument("run_dir")
+    _add_model_options(rs)
+    rs.add_argument("--data-root", default=None)
+    rs.add_argument("--data", default=None)
+
+    sw = commands.add_parser("sweep", help="run a grid of tasks x strategies x seeds, skipping finished runs")
+    sw.add_argument("--tasks", required=True, help="comma-separated tasks")
+    sw.add_argument("--strategies", required=True, help="comma-separated strategies")
+    sw.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    sw.add_argument("--out", default="runs", help="root folder of the run directories")
+    sw.add_argument("--data-root", default=None)
+    _add_model_options(sw)
+    _add_run_options(sw)
+
+    rp = commands.add_parser("report", help="AUC/RIPL table, learning curves and CSV over run directories")
+    rp.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    rp.add_argument("--out", default=None, help="where report.md, curves.png, points.csv go (default: first path)")
+    rp.add_argument("--calibration", action="store_true", help="add per-round ECE, Brier, wrong-answer confidence")
+    rp.add_argument("--include-unfinished", action="store_true")
     return parser
+
+
+def _add_run_options(parser):
+    parser.add_argument("--preset", default="cpu", help="paper, cpu (default) or smoke")
+    parser.add_argument("--config", default=None, help="YAML file of run settings (overrides the preset)")
+    parser.add_argument("--warm-start", type=int, default=None)
+    parser.add_argument("--query-size", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="query rounds after the warm start")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="total labels; sets the number of rounds from warm start and query size")
+    parser.add_argument("--pool-size", type=int, default=None, help="draw a fixed random pool of N train examples")
+    parser.add_argument("--pool-subsample", type=int, default=None, help="score only N random pool examples a round")
+    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
+    parser.add_argument("--mc-passes", type=int, default=None, help="K for MC dropout (default 3)")
+    parser.add_argument("--lambda-schedule", default=None, help="reference (default), linear, cosine, exponential")
+    parser.add_argument("--pe-mode", default=None, help="label-free (default) or gold (simulation only)")
+    parser.add_argument("--score-batch-size", type=int, default=None)
+    parser.add_argument("--b-decay-strength", type=float, default=None,
+                        help="lora_B weight decay when the strategy has L2 on B (default 0.5)")
+    _add_lora_options(parser)
 
 
 def data_root_from(args) -> str | None:
@@ -112,7 +162,8 @@ def _print_summary(label: str, summary: dict) -> None:
 
 
 def cmd_eval(args) -> None:
-    from star_al.evaluation import evaluate, write_predictions, write_text_atomic
+    from star_al.evaluation import evaluate, write_predictions
+    from star_al.run_state import write_text_atomic
 
     task, examples = _load_task_and_split(args, "test", args.limit)
     backbone = _load_backbone(args)
@@ -167,7 +218,8 @@ def train_settings_from(args, base=None):
 def cmd_train(args) -> None:
     from dataclasses import asdict
 
-    from star_al.evaluation import evaluate, write_predictions, write_text_atomic
+    from star_al.evaluation import evaluate, write_predictions
+    from star_al.run_state import write_text_atomic
     from star_al.training import attach_fresh_adapter, train_adapter
 
     task, test = _load_task_and_split(args, "test", args.limit)
@@ -201,7 +253,132 @@ def cmd_train(args) -> None:
     print(f"adapter: {out / 'adapter'}")
 
 
-COMMANDS = {"eval": cmd_eval, "train": cmd_train}
+def _run_overrides(args) -> dict:
+    """Command-line run settings, None where not given (the preset or config file decides)."""
+    lora = {"rank": args.rank, "alpha": args.alpha, "dropout": args.lora_dropout,
+            "target_modules": args.target_modules.split(",") if args.target_modules else None}
+    train = {"epochs": args.epochs, "batch_size": args.train_batch_size, "learning_rate": args.lr,
+             "b_decay": args.b_decay}
+    return {"model": args.model, "warm_start": args.warm_start, "query_size": args.query_size,
+            "n_rounds": args.rounds, "pool_size": args.pool_size, "pool_subsample": args.pool_subsample,
+            "test_limit": args.test_limit, "mc_passes": args.mc_passes,
+            "lambda_schedule": args.lambda_schedule, "pe_mode": args.pe_mode,
+            "score_batch_size": args.score_batch_size, "b_decay_strength": args.b_decay_strength,
+            "lora": lora, "train": train}
+
+
+def _resolve_run_config(args, task: str, strategy: str, seed: int):
+    from dataclasses import replace
+
+    from star_al.config import load_config_file, resolve_config
+    from star_al.tasks import load_task, resolve_data_dir
+
+    file_values = load_config_file(args.config) if args.config else {}
+    config = resolve_config(task, strategy, args.preset, seed, file_values, _run_overrides(args))
+    if args.budget is not None:
+        extra = args.budget - config.warm_start
+        if extra < 0 or extra % config.query_size:
+            raise StarError(f"--budget {args.budget} must be the warm start {config.warm_start} "
+                            f"plus a multiple of the query size {config.query_size}")
+        config = replace(config, n_rounds=extra // config.query_size)
+    data_dir = resolve_data_dir(load_task(task), data_root_from(args), getattr(args, "data", None))
+    return replace(config, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
+
+
+def _execute_run(config, run_dir, args, backbone=None):
+    """Load data and model for a config and run (or resume) it in run_dir."""
+    from star_al.backbones import default_cache_root
+    from star_al.loop import ActiveLearningRun
+    from star_al.run_state import RunDir
+    from star_al.tasks import load_examples, load_task
+
+    task = load_task(config.task)
+    data_dir = config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None
+    root = data_root_from(args)
+    pool = load_examples(task, "train", data_root=root, data_dir=data_dir)
+    test = load_examples(task, "test", data_root=root, data_dir=data_dir)
+    if config.test_limit:
+        test = test[:config.test_limit]
+    backbone = backbone or _load_backbone(args)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    run = ActiveLearningRun(config, task, pool, test, backbone, RunDir(run_dir), cache_root=cache)
+    rounds = run.run()
+    return backbone, rounds
+
+
+def _default_run_dir(root, config) -> Path:
+    task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
+    return Path(root) / task / config.strategy / f"seed-{config.seed}"
+
+
+def cmd_run(args) -> None:
+    config = _resolve_run_config(args, args.task, args.strategy, args.seed)
+    run_dir = Path(args.out) if args.out else _default_run_dir("runs", config)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    _, rounds = _execute_run(config, run_dir, args)
+    _print_curve(rounds)
+
+
+def _print_curve(rounds) -> None:
+    from star_al.metrics import auc
+
+    curve = " ".join(f"{r['n_labeled']}:{100 * r['accuracy']:.1f}" for r in rounds)
+    area = auc([r["n_labeled"] for r in rounds], [r["accuracy"] for r in rounds])
+    print(f"curve (labeled:accuracy%) {curve}")
+    print(f"AUC {100 * area:.2f}")
+
+
+def cmd_resume(args) -> None:
+    from star_al.run_state import RunDir
+
+    config = RunDir(args.run_dir).read_config()
+    if args.model != config.model and args.model != "smollm2-135m":
+        raise StarError(f"{args.run_dir} was run with --model {config.model}, not {args.model}")
+    args.model = config.model
+    _, rounds = _execute_run(config, Path(args.run_dir), args)
+    _print_curve(rounds)
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise StarError(f"--{what} is empty")
+    return items
+
+
+def cmd_sweep(args) -> None:
+    from star_al.run_state import RunDir
+
+    tasks, strategies = _split_list(args.tasks, "tasks"), _split_list(args.strategies, "strategies")
+    try:
+        seeds = [int(s) for s in _split_list(args.seeds, "seeds")]
+    except ValueError as error:
+        raise StarError(f"--seeds must be integers: {args.seeds}") from error
+    configs = [_resolve_run_config(args, t, s, seed) for t in tasks for s in strategies for seed in seeds]
+    backbone = None
+    for number, config in enumerate(configs, 1):
+        run_dir = _default_run_dir(args.out, config)
+        label = f"[{number}/{len(configs)}] {config.task} {config.strategy} seed {config.seed}"
+        if RunDir(run_dir).is_finished():
+            print(f"{label}: finished, skipped", file=sys.stderr)
+            continue
+        print(f"{label}: {run_dir}", file=sys.stderr)
+        backbone, rounds = _execute_run(config, run_dir, args, backbone)
+        print(f"{label}: AUC over {len(rounds)} points done", file=sys.stderr)
+
+
+def cmd_report(args) -> None:
+    from star_al.report import write_report
+
+    out = Path(args.out or args.runs[0])
+    text = write_report(args.runs, out, calibration=args.calibration,
+                        include_unfinished=args.include_unfinished)
+    print(text)
+    print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
+
+
+COMMANDS = {"eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+            "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from star_al.metrics import calibration_summary
+from star_al.run_state import write_text_atomic
 from star_al.scoring import Scores, ScoringOptions, score_examples
 
 
@@ -24,14 +23,3 @@ def write_predictions(scores: Scores, path: Path) -> None:
              for i, p, g, c, f in zip(scores.ids, scores.predictions, scores.golds, scores.correct,
                                       scores.confidence)]
     write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)

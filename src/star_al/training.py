@@ -133,8 +133,8 @@ def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings
                 optimizer.zero_grad(set_to_none=True)
                 result.steps += 1
                 result.answer_tokens += int((targets != -100).sum())
-                result.losses.append(float(loss))
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                result.losses.append(loss.item())
+                bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()
     peft_model.eval()
     result.seconds = time.perf_counter() - start

@@ -1,0 +1,260 @@
+"""The active-learning loop (METHOD.md Algorithm 1): it wires the pieces and writes state.
+
+Round 0 labels a random warm start and fine-tunes on it; every later round scores the
+unlabeled pool with the previous round's model, queries, labels, fine-tunes a fresh
+adapter from the frozen base on the whole labeled set, and evaluates. Each round ends
+with one atomic line in rounds.jsonl; all randomness is derived from (seed, round), so
+a killed run resumed from its directory makes exactly the selections of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from star_al.acquisition import Query, lambda_at, make_strategy
+from star_al.config import RunConfig
+from star_al.errors import StarError
+from star_al.evaluation import evaluate, write_predictions
+from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
+from star_al.scoring import ScoringOptions, Scores, score_examples
+from star_al.training import attach_fresh_adapter, detach_adapter, train_adapter
+
+
+class AwaitingLabels(StarError):
+    """The queried batch went out to people; the run resumes once their labels are back."""
+
+
+class GoldOracle:
+    """Simulation: the dataset's gold answer labels every queried example."""
+
+    simulated = True
+
+    def label(self, examples, round_index: int, run_dir: RunDir):
+        return list(examples)
+
+
+def rng_for(seed: int, *stream: int) -> np.random.Generator:
+    """An independent, reproducible random stream per (seed, purpose, round)."""
+    return np.random.default_rng([seed, *stream])
+
+
+POOL_STREAM, WARM_STREAM, QUERY_STREAM, SUBSAMPLE_STREAM = 1, 2, 3, 4
+
+
+def choose_pool(config: RunConfig, pool) -> np.ndarray:
+    """The ids the run may query: all of train, or a fixed random subset of `pool_size`."""
+    ids = np.array(sorted(ex.id for ex in pool))
+    if config.pool_size is not None and config.pool_size < len(ids):
+        ids = np.sort(rng_for(config.seed, POOL_STREAM).choice(ids, config.pool_size, replace=False))
+    if config.budget > len(ids):
+        raise StarError(f"label budget {config.budget} (warm start {config.warm_start} + "
+                        f"{config.n_rounds} x {config.query_size}) is larger than the pool of {len(ids)} examples")
+    return ids
+
+
+def measure_scores(scores: Scores, measure: str, pe_mode: str) -> np.ndarray:
+    """The [passes, n] uncertainty a strategy ranks by."""
+    if measure == "me":
+        return scores.me
+    if pe_mode == "gold":
+        if scores.pe_gold is None:
+            raise ValueError("gold PE was not computed")
+        return scores.pe_gold
+    return scores.pe
+
+
+def base_cache_key(config: RunConfig, pool_ids: np.ndarray) -> str:
+    """Base scores depend on the model, the task, the pool and how prompts are cut."""
+    key = json.dumps([config.model, config.task, config.data_dir, config.lora.target_modules,
+                      config.train.max_prompt_tokens, pool_ids.tolist()])
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: RunDir,
+                     cache_root: Path | None) -> dict[str, np.ndarray]:
+    """The frozen base model's ME/PE over the whole pool: computed once, then read from disk."""
+    if run_dir.base_scores_path.is_file():
+        return load_npz(run_dir.base_scores_path)
+    shared = cache_root / "base-scores" / f"{base_cache_key(config, pool_ids)}.npz" if cache_root else None
+    if shared is not None and shared.is_file():
+        shutil.copyfile(shared, run_dir.base_scores_path)
+        return load_npz(run_dir.base_scores_path)
+    options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=True,
+                             max_prompt_tokens=config.train.max_prompt_tokens)
+    scores = score_examples(model, tokenizer, task, [by_id[i] for i in pool_ids], options,
+                            desc="score pool (base model)")
+    arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0], "pe_gold": scores.pe_gold[0]}
+    write_npz_atomic(run_dir.base_scores_path, **arrays)
+    if shared is not None:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir.base_scores_path, shared)
+    return arrays
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ActiveLearningRun:
+    """One run: a config, its data, a backbone and a run directory."""
+
+    def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
+                 oracle=None, cache_root: Path | None = None):
+        self.config, self.task, self.test = config, task, test
+        self.backbone, self.run_dir = backbone, run_dir
+        self.oracle = oracle or GoldOracle()
+        self.cache_root = cache_root
+        self.by_id = {ex.id: ex for ex in pool}
+        self.spec = config.spec
+        if self.spec.measure == "pe" and config.pe_mode == "gold" and not self.oracle.simulated:
+            raise StarError("pe_mode 'gold' scores gold answers, which only a simulation has; "
+                            "use pe_mode 'label-free' when people label")
+        self.pool_ids = choose_pool(config, pool)
+        self.strategy = make_strategy(self.spec, config.lambda_schedule, config.n_rounds)
+        self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self) -> list[dict]:
+        self.run_dir.claim(self.config)
+        rounds = self.run_dir.read_rounds()
+        base = None
+        if self.strategy.needs_scores and len(rounds) <= self.config.n_rounds:
+            base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer,
+                                    self.by_id, self.pool_ids, self.run_dir, self.cache_root)
+        if rounds and len(rounds) <= self.config.n_rounds:
+            self._load_last_adapter(len(rounds) - 1)
+        for round_index in range(len(rounds), self.config.n_rounds + 1):
+            record = self.run_round(round_index, rounds, base)
+            rounds.append(record)
+            _log(f"round {round_index}/{self.config.n_rounds}: {record['n_labeled']} labeled, "
+                 f"accuracy {100 * record['accuracy']:.2f}% "
+                 f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
+        return rounds
+
+    def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        labeled_ids = [i for record in rounds for i in record["selected_ids"]]
+        query, lam = self._query(round_index, labeled_ids, base, timings)
+        labeled = [self.by_id[i] for i in labeled_ids]
+        labeled += self.oracle.label([self.by_id[i] for i in query.ids], round_index, self.run_dir)
+        tick = time.perf_counter()
+        train_result = self._fine_tune(round_index, labeled)
+        timings["train"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
+                                   self.config.score_batch_size, desc=f"round {round_index}: evaluate")
+        timings["eval"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
+        write_predictions(scores, self.run_dir.predictions_path(round_index))
+        self._save_adapter(round_index)
+        record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": query.ids,
+                  "selected_scores": query.scores, "lambda": lam,
+                  "accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
+                  "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"],
+                  "train_steps": train_result.steps, "timings": timings}
+        self.run_dir.append_round(record)
+        self.run_dir.clear_pending()
+        self._promote_adapter()
+        return record
+
+    # -- query ---------------------------------------------------------------------
+    def _query(self, round_index, labeled_ids, base, timings) -> tuple[Query, float | None]:
+        config = self.config
+        if round_index == 0:
+            warm = rng_for(config.seed, WARM_STREAM).choice(self.pool_ids, config.warm_start, replace=False)
+            return Query(sorted(int(i) for i in warm), None), None
+        pending = self.run_dir.read_pending()
+        if pending is not None and pending["round"] == round_index:
+            return Query(pending["ids"], pending["scores"]), pending.get("lambda")
+        taken = set(labeled_ids)
+        unlabeled = np.array([i for i in self.pool_ids if i not in taken])
+        if config.pool_subsample is not None and config.pool_subsample < len(unlabeled):
+            subsample = rng_for(config.seed, SUBSAMPLE_STREAM, round_index)
+            unlabeled = np.sort(subsample.choice(unlabeled, config.pool_subsample, replace=False))
+        rng = rng_for(config.seed, QUERY_STREAM, round_index)
+        lam = None
+        if not self.strategy.needs_scores:
+            query = self.strategy.query(unlabeled, config.query_size, rng)
+        else:
+            tick = time.perf_counter()
+            tuned, base_part, arrays = self._score_pool(round_index, unlabeled, base)
+            timings["score"] = time.perf_counter() - tick
+            query = self.strategy.query(unlabeled, config.query_size, rng, tuned_per_pass=tuned,
+                                        base_scores=base_part, t=round_index - 1)
+            if self.spec.dynamic:
+                lam = lambda_at(config.lambda_schedule, round_index - 1, config.n_rounds)
+            combined = self.strategy.combine(tuned, base_part, round_index - 1)
+            write_npz_atomic(self.run_dir.scores_path(round_index), combined=combined, **arrays)
+        self.run_dir.write_pending({"round": round_index, "ids": query.ids, "scores": query.scores,
+                                    "lambda": lam})
+        return query, lam
+
+    def _score_pool(self, round_index, unlabeled, base):
+        """Score the unlabeled pool with the current model; K passes with LoRA dropout for MC."""
+        config = self.config
+        passes = config.mc_passes if self.spec.mc_dropout else 1
+        options = ScoringOptions(batch_size=config.score_batch_size, passes=passes,
+                                 gold_pe=self.spec.measure == "pe" and config.pe_mode == "gold",
+                                 max_prompt_tokens=config.train.max_prompt_tokens)
+        torch.manual_seed(config.seed * 1000 + 500 + round_index)
+        scores = score_examples(self.model, self.backbone.tokenizer, self.task,
+                                [self.by_id[i] for i in unlabeled], options,
+                                desc=f"round {round_index}: score pool")
+        tuned = measure_scores(scores, self.spec.measure, config.pe_mode)
+        position = {int(i): n for n, i in enumerate(base["ids"])}
+        rows = np.array([position[int(i)] for i in unlabeled])
+        base_key = "me" if self.spec.measure == "me" else ("pe_gold" if config.pe_mode == "gold" else "pe")
+        base_part = base[base_key][rows]
+        arrays = {"ids": unlabeled, "me": scores.me, "pe": scores.pe, "base_me": base["me"][rows],
+                  "base_pe": base["pe"][rows], "base_pe_gold": base["pe_gold"][rows]}
+        if scores.pe_gold is not None:
+            arrays["pe_gold"] = scores.pe_gold
+        return tuned, base_part, arrays
+
+    # -- train, adapters -------------------------------------------------------------
+    def _fine_tune(self, round_index, labeled):
+        """A fresh adapter on the frozen base, trained on the whole labeled set (no carry-over)."""
+        config = self.config
+        base = detach_adapter(self.model) if self.model is not self.backbone.model else self.model
+        seed = config.seed * 1000 + round_index
+        self.model = attach_fresh_adapter(base, config.lora, seed)
+        settings = replace(config.train, b_decay=config.b_decay)
+        return train_adapter(self.model, self.backbone.tokenizer, self.task, labeled, settings, seed,
+                             desc=f"round {round_index}: train on {len(labeled)}")
+
+    def _save_adapter(self, round_index):
+        staging = self.run_dir.path / "adapter.next"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save_pretrained(staging)
+        write_json_atomic(staging / "star_round.json", {"round": round_index})
+
+    def _promote_adapter(self):
+        staging, final = self.run_dir.path / "adapter.next", self.run_dir.adapter_path
+        if staging.is_dir():
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+
+    def _load_last_adapter(self, round_index):
+        """Resume: put back the adapter the last finished round trained."""
+        from peft import PeftModel
+
+        for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
+            marker = candidate / "star_round.json"
+            if marker.is_file() and json.loads(marker.read_text())["round"] == round_index:
+                self.model = PeftModel.from_pretrained(self.backbone.model, candidate)
+                self.model.eval()
+                if candidate.name == "adapter.next":
+                    self._promote_adapter()
+                return
+        raise StarError(f"{self.run_dir.path}: no adapter of round {round_index} to resume from")
