@@ -73,7 +73,7 @@ class RunDir:
 
     def claim(self, config: RunConfig) -> None:
         """Write the config into a new directory, or check an existing one has the same config."""
-        wanted = config.to_dict()
+        wanted = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
         if self.config_path.is_file():
             existing = json.loads(self.config_path.read_text())
             differing = sorted(k for k in set(identity(wanted)) | set(identity(existing))

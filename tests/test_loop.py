@@ -1,0 +1,116 @@
+"""The AL loop on a tiny real Llama: rounds, resume after a kill, refusals."""
+
+import json
+
+import numpy as np
+import pytest
+
+from star_al.config import RunConfig
+from star_al.errors import StarError
+from star_al.loop import ActiveLearningRun, GoldOracle
+from star_al.run_state import RunDir, load_npz
+from star_al.tasks import load_examples, load_task
+from star_al.training import LoraSettings, TrainSettings
+
+
+class Killed(Exception):
+    pass
+
+
+class KillingOracle(GoldOracle):
+    """Labels like the gold oracle, but the process 'dies' when asked in round `at`."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def label(self, examples, round_index, run_dir):
+        if round_index == self.at:
+            raise Killed
+        return super().label(examples, round_index, run_dir)
+
+
+@pytest.fixture
+def sst2_data(data_root):
+    task = load_task("sst2")
+    return task, load_examples(task, "train", data_root=str(data_root))[:60], \
+        load_examples(task, "test", data_root=str(data_root))[:10]
+
+
+def smoke_config(strategy, **changes):
+    values = dict(task="sst2", strategy=strategy, seed=3, preset="smoke", warm_start=4, query_size=3,
+                  n_rounds=3, pool_size=30, mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.2),
+                  train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3))
+    values.update(changes)
+    return RunConfig(**values).validate()
+
+
+def run(config, backbone, data, path, oracle=None):
+    task, pool, test = data
+    return ActiveLearningRun(config, task, pool, test, backbone, RunDir(path), oracle=oracle).run()
+
+
+def without_timings(rounds):
+    return [{k: v for k, v in r.items() if k != "timings"} for r in rounds]
+
+
+def test_run_writes_one_round_line_per_round_with_accuracy_and_selected_ids(tiny_backbone, sst2_data, tmp_path):
+    rounds = run(smoke_config("me+star"), tiny_backbone, sst2_data, tmp_path / "r")
+    lines = (tmp_path / "r" / "rounds.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and [json.loads(l)["round"] for l in lines] == [0, 1, 2, 3]
+    assert [r["n_labeled"] for r in rounds] == [4, 7, 10, 13]
+    selected = [i for r in rounds for i in r["selected_ids"]]
+    assert len(selected) == len(set(selected)) == 13
+    assert all(0 <= r["accuracy"] <= 1 and "ece" in r and "brier" in r for r in rounds)
+    scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
+    assert scores["me"].shape[0] == 2  # MC passes kept apart
+    assert scores["base_me"].shape == scores["combined"].shape == (26,)
+    assert (tmp_path / "r" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("strategy", ["me+star", "random", "pe"])
+def test_resume_after_kill_gives_identical_rounds(tiny_backbone_factory, sst2_data, tmp_path, strategy):
+    config = smoke_config(strategy)
+    whole = run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "whole")
+    with pytest.raises(Killed):
+        run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "killed", KillingOracle(at=2))
+    assert len(RunDir(tmp_path / "killed").read_rounds()) == 2
+    resumed = run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "killed")
+    assert without_timings(resumed) == without_timings(whole)
+    assert without_timings(RunDir(tmp_path / "killed").read_rounds()) == without_timings(whole)
+
+
+def test_same_seed_same_selections_other_seed_other_selections(tiny_backbone_factory, sst2_data, tmp_path):
+    first = run(smoke_config("random", n_rounds=1), tiny_backbone_factory(0), sst2_data, tmp_path / "a")
+    second = run(smoke_config("random", n_rounds=1), tiny_backbone_factory(0), sst2_data, tmp_path / "b")
+    other = run(smoke_config("random", n_rounds=1, seed=4), tiny_backbone_factory(0), sst2_data, tmp_path / "c")
+    assert without_timings(first) == without_timings(second)
+    assert first[0]["selected_ids"] != other[0]["selected_ids"]
+
+
+def test_uncertainty_query_takes_the_top_scores_of_the_round_file(tiny_backbone, sst2_data, tmp_path):
+    rounds = run(smoke_config("me", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r")
+    scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
+    top = scores["ids"][np.argsort(-scores["combined"], kind="stable")[:3]]
+    assert sorted(rounds[1]["selected_ids"]) == sorted(int(i) for i in top)
+    np.testing.assert_allclose(scores["combined"], scores["me"].mean(axis=0))
+
+
+def test_run_directory_of_another_config_is_refused(tiny_backbone, sst2_data, tmp_path):
+    run(smoke_config("random", n_rounds=0), tiny_backbone, sst2_data, tmp_path / "r")
+    before = (tmp_path / "r" / "rounds.jsonl").read_text()
+    with pytest.raises(StarError, match="another config"):
+        run(smoke_config("me", n_rounds=0), tiny_backbone, sst2_data, tmp_path / "r")
+    assert (tmp_path / "r" / "rounds.jsonl").read_text() == before
+
+
+def test_budget_larger_than_the_pool_is_refused(tiny_backbone, sst2_data, tmp_path):
+    with pytest.raises(StarError, match="larger than the pool"):
+        run(smoke_config("random", pool_size=10, n_rounds=5), tiny_backbone, sst2_data, tmp_path / "r")
+
+
+def test_gold_pe_is_refused_when_people_label(tiny_backbone, sst2_data, tmp_path):
+    class People(GoldOracle):
+        simulated = False
+
+    with pytest.raises(StarError, match="label-free"):
+        run(smoke_config("pe", pe_mode="gold"), tiny_backbone, sst2_data, tmp_path / "r", People())

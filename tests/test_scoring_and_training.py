@@ -1,0 +1,172 @@
+"""Batching, scoring and LoRA training on a tiny real Llama: fast paths equal the plain ones."""
+
+import numpy as np
+import pytest
+import torch
+
+from star_al.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.scoring import (ScoringOptions, lora_dropout_active, next_token_stats, response_stats,
+                             score_examples)
+from star_al.tasks import load_examples, load_task
+from star_al.training import (LoraSettings, TrainSettings, answer_loss, answer_only_batch,
+                              attach_fresh_adapter, detach_adapter, optimizer_groups, train_adapter)
+from star_al.uncertainty import token_entropy, token_nll
+
+
+@pytest.fixture
+def sst2(data_root):
+    task = load_task("sst2")
+    return task, load_examples(task, "train", data_root=str(data_root))[:24]
+
+
+def test_left_padded_batch_gives_the_logits_of_each_row_alone(tiny_backbone, sst2):
+    task, examples = sst2
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    prompts = [encode_prompt(tok, ex.prompt) for ex in examples[:6]]
+    assert len({len(p) for p in prompts}) > 1, "need rows of different lengths"
+    ids, mask, pos = left_pad(prompts, tok.pad_token_id)
+    with torch.inference_mode():
+        batched = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+        for row, prompt in enumerate(prompts):
+            alone = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+            torch.testing.assert_close(batched[row], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_length_buckets_cover_every_index_once_sorted_by_length():
+    lengths = [5, 1, 9, 3, 3, 7, 2]
+    batches = length_buckets(lengths, 3)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+
+
+def test_last_position_label_scores_match_full_vocabulary_softmax_one_at_a_time(tiny_backbone, sst2):
+    task, examples = sst2
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    prompts = [encode_prompt(tok, ex.prompt) for ex in examples[:8]]
+    labels = [encode_pair(tok, examples[0].prompt, task.label_target(l)).target_ids[0] for l in task.labels]
+    label_logprobs, entropy = next_token_stats(model, prompts, labels, tok.pad_token_id, batch_size=3)
+    with torch.inference_mode():
+        for row, prompt in enumerate(prompts):
+            logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].double()
+            probs = torch.softmax(logits, -1)
+            np.testing.assert_allclose(label_logprobs[0, row], torch.log(probs[labels]).numpy(), atol=1e-4)
+            assert entropy[0, row] == pytest.approx(float(-(probs * probs.log()).sum()), abs=1e-4)
+
+
+def test_response_stats_equal_a_python_loop_over_positions(tiny_backbone, sst2):
+    task, examples = sst2
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    pairs = [encode_pair(tok, ex.prompt, " a longer made up answer" * (i % 3 + 1)) for i, ex in enumerate(examples[:5])]
+    nll, entropy = response_stats(model, [p.prompt_ids for p in pairs], [p.target_ids for p in pairs],
+                                  tok.pad_token_id, batch_size=2)
+    with torch.inference_mode():
+        for row, pair in enumerate(pairs):
+            seq = pair.prompt_ids + pair.target_ids
+            logits = model(input_ids=torch.tensor([seq])).logits[0]
+            expected_nll = expected_entropy = 0.0
+            for offset, token in enumerate(pair.target_ids):
+                position = len(pair.prompt_ids) + offset - 1
+                logprobs = torch.log_softmax(logits[position].double(), -1)
+                expected_nll -= float(logprobs[token])
+                expected_entropy -= float((logprobs.exp() * logprobs).sum())
+            assert nll[0, row] == pytest.approx(expected_nll, rel=1e-4)
+            assert entropy[0, row] == pytest.approx(expected_entropy, rel=1e-4)
+
+
+def test_uncertainty_measures_on_a_known_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    assert float(token_entropy(logits)) == pytest.approx(1.5 * np.log(2))
+    assert float(token_nll(logits, torch.tensor([1]))) == pytest.approx(np.log(4))
+
+
+def test_loss_is_computed_on_answer_tokens_only(tiny_backbone, sst2):
+    task, examples = sst2
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    encoded = [encode_pair(tok, ex.prompt, ex.target + " extra words", add_eos=True) for ex in examples[:4]]
+    *inputs, targets = answer_only_batch(encoded, tok.pad_token_id, "cpu")
+    assert int((targets != -100).sum()) == sum(len(e.target_ids) for e in encoded)
+    fast = answer_loss(model, *inputs, targets)
+    total, count = 0.0, 0
+    for e in encoded:  # plain: full logits of the row alone, loss at the answer positions
+        seq = e.prompt_ids + e.target_ids
+        logits = model(input_ids=torch.tensor([seq])).logits[0]
+        for offset, token in enumerate(e.target_ids):
+            total -= float(torch.log_softmax(logits[len(e.prompt_ids) + offset - 1], -1)[token])
+            count += 1
+    assert float(fast) == pytest.approx(total / count, rel=1e-4)
+
+
+def test_weight_decay_applies_to_lora_b_only(tiny_backbone):
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), seed=0)
+    decayed, plain = optimizer_groups(peft_model, 0.5)
+    assert decayed["weight_decay"] == 0.5 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in peft_model.named_parameters()}
+    assert decayed["params"] and all("lora_B" in names[id(p)] for p in decayed["params"])
+    assert plain["params"] and all("lora_A" in names[id(p)] for p in plain["params"])
+
+
+def test_b_decay_shrinks_b_and_leaves_a_as_without_decay(tiny_backbone_factory, sst2):
+    """Decoupled decay pulls the (zero-initialised, then trained) B matrices toward zero."""
+    task, examples = sst2
+    results = {}
+    for decay in (0.0, 0.9):
+        backbone = tiny_backbone_factory(0)
+        peft_model = attach_fresh_adapter(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
+        train_adapter(peft_model, backbone.tokenizer, task, examples[:8],
+                      TrainSettings(epochs=4, batch_size=8, learning_rate=1e-2, b_decay=decay), 0, desc=None)
+        results[decay] = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+    b_names = [n for n in results[0.0] if "lora_B" in n]
+    b_norm = {d: sum(float(results[d][n].norm()) for n in b_names) for d in results}
+    assert b_norm[0.9] < b_norm[0.0]
+
+
+def test_fresh_adapter_starts_from_the_untouched_base(tiny_backbone, sst2):
+    task, examples = sst2
+    before = {n: p.clone() for n, p in tiny_backbone.model.named_parameters()}
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
+    train_adapter(peft_model, tiny_backbone.tokenizer, task, examples[:8],
+                  TrainSettings(epochs=1, batch_size=4, learning_rate=1e-2), 0, desc=None)
+    base = detach_adapter(peft_model)
+    for name, param in base.named_parameters():
+        torch.testing.assert_close(param, before[name])
+
+
+def test_mc_passes_differ_only_with_lora_dropout_switched_on(tiny_backbone, sst2):
+    task, examples = sst2
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.5), 0)
+    for name, param in peft_model.named_parameters():  # make B non-zero so dropout shows
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.eval()
+    tok = tiny_backbone.tokenizer
+    torch.manual_seed(0)
+    mc = score_examples(peft_model, tok, task, examples[:6], ScoringOptions(passes=3, batch_size=4))
+    assert mc.me.shape == (3, 6)
+    assert not np.allclose(mc.me[0], mc.me[1])
+    torch.manual_seed(0)
+    again = score_examples(peft_model, tok, task, examples[:6], ScoringOptions(passes=3, batch_size=4))
+    np.testing.assert_array_equal(mc.me, again.me)
+    assert not any(m.training for n, m in peft_model.named_modules() if "lora_dropout" in n)
+    plain = score_examples(peft_model, tok, task, examples[:6], ScoringOptions(passes=1))
+    plain_again = score_examples(peft_model, tok, task, examples[:6], ScoringOptions(passes=1))
+    np.testing.assert_array_equal(plain.me, plain_again.me)
+
+
+def test_mc_dropout_without_lora_dropout_is_refused(tiny_backbone):
+    from star_al.errors import StarError
+
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
+    with pytest.raises(StarError, match="dropout"):
+        with lora_dropout_active(peft_model):
+            pass
+
+
+def test_generation_task_scores_a_greedy_response(tiny_backbone, data_root):
+    task = load_task("gsm8k")
+    examples = load_examples(task, "test", data_root=str(data_root))[:3]
+    object.__setattr__(task, "max_new_tokens", 6)
+    scores = score_examples(tiny_backbone.model, tiny_backbone.tokenizer, task, examples,
+                            ScoringOptions(gold_pe=True, generation_batch_size=2))
+    assert scores.me.shape == scores.pe.shape == scores.pe_gold.shape == (1, 3)
+    assert np.all(scores.pe_gold > 0) and np.all((scores.confidence > 0) & (scores.confidence <= 1))
