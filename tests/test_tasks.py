@@ -128,7 +128,7 @@ def test_sst2_trains_on_train_and_evaluates_on_the_872_dev_sentences(data_root):
     task = load_task("sst2")
     test = load_examples(task, "test", data_root=data_root)
     assert len(test) == 872
-    assert test[0].prompt == "Review: one long string of cliches\nSentiment:"
+    assert test[0].prompt == "one long string of cliches\nThe correct answer is"
     assert (test[0].target, test[0].gold) == (" negative", "negative")
     assert len(load_examples(task, "train", data_root=data_root)) == 6920
 
@@ -392,3 +392,11 @@ def test_map_hf_record_maps_sst2_integer_labels():
 def test_map_hf_record_reports_a_template_the_row_does_not_fit():
     with pytest.raises(StarError, match=r"hf.fields.question does not fit a row with columns \['text'\]"):
         map_hf_record({"path": "x/y", "fields": {"question": "{question_stem}"}}, {"text": "t"})
+
+
+def test_task_training_defaults_are_read_and_checked(tmp_path):
+    assert load_task("sst2").training == {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3}
+    bad = tmp_path / "t.yaml"
+    bad.write_text("name: t\ndata: d\nprompt: '{q}'\nanswer: a\nanswer_type: text\ntraining: {epochs: -1}\n")
+    with pytest.raises(StarError, match="training.epochs"):
+        load_task(str(bad))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from star_al import __version__
 from star_al.errors import StarError
 
 
@@ -50,6 +51,7 @@ def _add_lora_options(parser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="star", description="Active learning around LoRA fine-tuning (STAR).")
+    parser.add_argument("--version", action="version", version=f"star-al {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ev = commands.add_parser("eval", help="evaluate a model (optionally with an adapter) on a task's test set")
@@ -185,8 +187,11 @@ def load_adapter(model, adapter_dir: str):
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise StarError(f"adapter {adapter_dir}: no adapter_config.json there")
+    from star_al.training import adapter_to_base_dtype
+
     peft_model = PeftModel.from_pretrained(model, adapter_dir)
     peft_model.eval()
+    adapter_to_base_dtype(peft_model)
     return peft_model
 
 
@@ -228,7 +233,10 @@ def cmd_train(args) -> None:
         raise StarError(f"--n-train {args.n_train} must be between 1 and the {len(pool)} train examples")
     chosen = random.Random(args.seed).sample(range(len(pool)), args.n_train)
     labeled = [pool[i] for i in chosen]
-    lora, train = lora_settings_from(args), train_settings_from(args)
+    from star_al.training import TrainSettings
+
+    lora = lora_settings_from(args)
+    train = train_settings_from(args, TrainSettings(**task.training))
     backbone = _load_backbone(args)
     out = Path(args.out)
     summary = {"task": task.name, "model": args.model, "n_train": args.n_train, "seed": args.seed,
@@ -355,16 +363,20 @@ def cmd_sweep(args) -> None:
     except ValueError as error:
         raise StarError(f"--seeds must be integers: {args.seeds}") from error
     configs = [_resolve_run_config(args, t, s, seed) for t in tasks for s in strategies for seed in seeds]
+    run_dirs = [_default_run_dir(args.out, config) for config in configs]
     backbone = None
-    for number, config in enumerate(configs, 1):
-        run_dir = _default_run_dir(args.out, config)
+    for number, (config, run_dir) in enumerate(zip(configs, run_dirs), 1):
         label = f"[{number}/{len(configs)}] {config.task} {config.strategy} seed {config.seed}"
         if RunDir(run_dir).is_finished():
             print(f"{label}: finished, skipped", file=sys.stderr)
             continue
         print(f"{label}: {run_dir}", file=sys.stderr)
         backbone, rounds = _execute_run(config, run_dir, args, backbone)
-        print(f"{label}: AUC over {len(rounds)} points done", file=sys.stderr)
+        print(f"{label}: done, {len(rounds)} points", file=sys.stderr)
+    from star_al.report import write_report
+
+    print(write_report([str(d) for d in run_dirs], Path(args.out)))
+    print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
 
 
 def cmd_report(args) -> None:

@@ -87,16 +87,15 @@ class RunConfig:
 
 
 # Paper protocol (METHOD.md 1 and 4), for GPUs; per-task sizes follow section 1.
+# Training settings come from the task file's `training:` (the paper's per-task values).
 PAPER_SIZES = {"gsm8k": (500, 500, 9), "boolq": (500, 500, 9), "obqa": (200, 200, 9)}
-PAPER_TRAIN = {"gsm8k": TrainSettings(epochs=3, batch_size=8, learning_rate=1.5e-4),
-               "default": TrainSettings(epochs=15, batch_size=32, learning_rate=3e-5)}
 
 PRESETS = {
     "paper": {},
     # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/presets.md.
     "cpu": dict(warm_start=32, query_size=32, n_rounds=5, pool_size=1000, test_limit=None,
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1),
-                train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-4)),
+                train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-3)),
     "smoke": dict(warm_start=4, query_size=4, n_rounds=3, pool_size=24, test_limit=12,
                   mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.1),
                   train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-4)),
@@ -111,7 +110,6 @@ def preset_values(preset: str, task_name: str) -> dict:
         return dict(PRESETS[preset])
     warm, query, rounds = PAPER_SIZES.get(task_name, (500, 500, 9))
     return dict(warm_start=warm, query_size=query, n_rounds=rounds,
-                train=PAPER_TRAIN.get(task_name, PAPER_TRAIN["default"]),
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1), score_batch_size=16)
 
 
@@ -158,8 +156,9 @@ def resolve_config(task: str, strategy: str, preset: str, seed: int, file_values
     """Preset, then config file, then command line: later wins."""
     from star_al.tasks import load_task
 
-    task_name = load_task(task).name
-    values = merge(preset_values(preset, task_name), file_values)
+    task_spec = load_task(task)
+    values = merge({"train": TrainSettings(**task_spec.training)}, preset_values(preset, task_spec.name))
+    values = merge(values, file_values)
     values = merge(values, overrides)
     try:
         config = RunConfig(task=task, strategy=strategy, seed=seed, preset=preset, **values)

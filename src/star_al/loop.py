@@ -27,7 +27,7 @@ from star_al.errors import StarError
 from star_al.evaluation import evaluate, write_predictions
 from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.scoring import ScoringOptions, Scores, score_examples
-from star_al.training import attach_fresh_adapter, detach_adapter, train_adapter
+from star_al.training import adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, train_adapter
 
 
 class AwaitingLabels(StarError):
@@ -254,6 +254,7 @@ class ActiveLearningRun:
             if marker.is_file() and json.loads(marker.read_text())["round"] == round_index:
                 self.model = PeftModel.from_pretrained(self.backbone.model, candidate)
                 self.model.eval()
+                adapter_to_base_dtype(self.model)
                 if candidate.name == "adapter.next":
                     self._promote_adapter()
                 return

@@ -29,7 +29,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 _TASK_KEYS = (
     "name", "data", "splits", "prompt", "answer", "answer_pattern", "answer_type", "labels",
-    "target", "normalize", "stop_pattern", "max_new_tokens", "hf",
+    "target", "normalize", "stop_pattern", "max_new_tokens", "hf", "training",
 )
 _REQUIRED_KEYS = ("name", "prompt", "answer", "answer_type")
 _RULE_KEYS = ("field", "from", "pattern", "replace")
@@ -78,6 +78,7 @@ class Task:
     hf: dict[str, Any] | None = field(default=None, hash=False)
     stop_pattern: str | None = None
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    training: dict[str, Any] = field(default_factory=dict, hash=False)
     builtin: bool = False
 
     def label_target(self, label: str) -> str:
@@ -356,6 +357,7 @@ def task_from_config(config: Any, source: Path, builtin: bool = False) -> Task:
         hf=hf,
         stop_pattern=text["stop_pattern"],
         max_new_tokens=_max_new_tokens(config.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), fail),
+        training=_training(config.get("training"), fail),
         builtin=builtin,
     )
 
@@ -461,6 +463,25 @@ def _hf(value: Any, fail) -> dict[str, Any] | None:
         "fields": fields,
         "values": {column: {str(k).lower(): _as_text(v) for k, v in m.items()} for column, m in values.items()},
     }
+
+
+TRAINING_KEYS = {"epochs": int, "batch_size": int, "learning_rate": float}
+
+
+def _training(value: Any, fail) -> dict[str, Any]:
+    """Per-task training defaults (the paper tunes epochs, batch size and lr per task)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail("key 'training' must be a mapping (epochs, batch_size, learning_rate)")
+    _check_keys(value, tuple(TRAINING_KEYS), "training.", fail)
+    checked = {}
+    for key, kind in TRAINING_KEYS.items():
+        if key in value:
+            if isinstance(value[key], bool) or not isinstance(value[key], (int, float)) or value[key] <= 0:
+                raise fail(f"key 'training.{key}' must be a positive number")
+            checked[key] = kind(value[key])
+    return checked
 
 
 def _max_new_tokens(value: Any, fail) -> int:

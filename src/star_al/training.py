@@ -8,6 +8,7 @@ only there: for one-token answers that is two positions instead of the whole seq
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -101,6 +102,36 @@ def answer_loss(model, input_ids, attention_mask, position_ids, targets) -> torc
                                              targets.reshape(-1), ignore_index=-100)
 
 
+def autocast_context(model):
+    """Run frozen-base matmuls in the base's low precision while LoRA weights stay fp32.
+
+    PEFT casts each LoRA input up to the adapter's fp32 (a full-activation copy per
+    projection); under bf16 autocast that cast is wasted, so it is switched off there.
+    """
+    from peft.helpers import disable_input_dtype_casting
+
+    dtype = next(model.get_base_model().parameters()).dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        return contextlib.nullcontext()
+    device_type = next(model.parameters()).device.type
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device_type, dtype=dtype))
+    stack.enter_context(disable_input_dtype_casting(model))
+    return stack
+
+
+def adapter_to_base_dtype(model) -> None:
+    """After training, hold LoRA weights in the base's dtype: scoring then runs without casts.
+
+    Training keeps them (and AdamW's state) in fp32; inference in bf16 loses nothing
+    that matters and avoids an fp32 copy of every projection's activations.
+    """
+    dtype = next(model.get_base_model().parameters()).dtype
+    for name, param in model.named_parameters():
+        if "lora_" in name and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+
+
 def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
                   desc: str | None = "train") -> TrainResult:
     """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
@@ -126,7 +157,8 @@ def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings
             for first in range(0, len(order), settings.batch_size):
                 batch = [encoded[i] for i in order[first:first + settings.batch_size]]
                 *inputs, targets = answer_only_batch(batch, tokenizer.pad_token_id, device)
-                loss = answer_loss(peft_model, *inputs, targets)
+                with autocast_context(peft_model):
+                    loss = answer_loss(peft_model, *inputs, targets)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -137,5 +169,6 @@ def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()
     peft_model.eval()
+    adapter_to_base_dtype(peft_model)
     result.seconds = time.perf_counter() - start
     return result

