@@ -384,8 +384,8 @@ def test_map_hf_record_maps_sst2_integer_labels():
     rows = [{"idx": 0, "sentence": "a gem ", "label": 1}, {"idx": 1, "sentence": "a dud ", "label": 0}]
     examples = task.build_examples((f"row {i}", map_hf_record(task.hf, row)) for i, row in enumerate(rows))
     assert [(e.prompt, e.gold) for e in examples] == [
-        ("Review: a gem\nSentiment:", "positive"),
-        ("Review: a dud\nSentiment:", "negative"),
+        ("a gem\nThe correct answer is", "positive"),
+        ("a dud\nThe correct answer is", "negative"),
     ]
 
 
