@@ -70,3 +70,15 @@ def test_star_turns_on_all_three_components():
 def test_unknown_strategies_are_refused(bad):
     with pytest.raises(StarError):
         StrategySpec.parse(bad)
+
+
+def test_presets_resolve_with_file_and_command_line_overrides():
+    from star_al.config import resolve_config
+
+    config = resolve_config("sst2", "me+star", "cpu", 1, {"query_size": 8, "lora": {"rank": 8}},
+                            {"n_rounds": 2, "lora": {"alpha": 4, "dropout": None}, "train": {"epochs": 1}})
+    assert (config.query_size, config.n_rounds, config.lora.rank, config.lora.alpha) == (8, 2, 8, 4)
+    assert config.train.epochs == 1 and config.train.learning_rate == 1e-3  # task file / preset value kept
+    assert config.b_decay == 0.5
+    paper = resolve_config("obqa", "random", "paper", 0, {}, {})
+    assert (paper.warm_start, paper.query_size, paper.train.epochs, paper.train.learning_rate) == (200, 200, 15, 3e-5)

@@ -114,3 +114,18 @@ def test_gold_pe_is_refused_when_people_label(tiny_backbone, sst2_data, tmp_path
 
     with pytest.raises(StarError, match="label-free"):
         run(smoke_config("pe", pe_mode="gold"), tiny_backbone, sst2_data, tmp_path / "r", People())
+
+
+def test_resume_without_the_adapter_retrains_it_and_ends_identically(tiny_backbone_factory, sst2_data, tmp_path):
+    """Only config.json and rounds.jsonl travel in git; resuming from them alone still matches."""
+    import shutil
+
+    config = smoke_config("me+star")
+    whole = run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "whole")
+    with pytest.raises(Killed):
+        run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "killed", KillingOracle(at=2))
+    for leftover in ("adapter", "adapter.next", "scores", "predictions", "base_scores.npz", "pending.json"):
+        path = tmp_path / "killed" / leftover
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    resumed = run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "killed")
+    assert without_timings(resumed) == without_timings(whole)

@@ -102,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="where report.md, curves.png, points.csv go (default: first path)")
     rp.add_argument("--calibration", action="store_true", help="add per-round ECE, Brier, wrong-answer confidence")
     rp.add_argument("--include-unfinished", action="store_true")
+
+    bn = commands.add_parser("bench", help="scoring/training throughput against the machine's peak and the plain way")
+    _add_model_options(bn)
+    bn.add_argument("--task", default="boolq", help="pool task (default boolq)")
+    bn.add_argument("--data-root", default=None)
+    bn.add_argument("--data", default=None)
+    bn.add_argument("--examples", type=int, default=96, help="pool examples to score (default 96)")
+    bn.add_argument("--passes", type=int, default=3, help="MC-dropout passes (default 3)")
+    bn.add_argument("--naive-examples", type=int, default=24)
+    bn.add_argument("--train-steps", type=int, default=3)
+    bn.add_argument("--train-batch", type=int, default=8)
+    bn.add_argument("--gen-examples", type=int, default=8)
+    bn.add_argument("--max-new-tokens", type=int, default=64)
+    bn.add_argument("--json", action="store_true", help="print one JSON object of all figures")
     return parser
 
 
@@ -362,7 +376,8 @@ def cmd_sweep(args) -> None:
         seeds = [int(s) for s in _split_list(args.seeds, "seeds")]
     except ValueError as error:
         raise StarError(f"--seeds must be integers: {args.seeds}") from error
-    configs = [_resolve_run_config(args, t, s, seed) for t in tasks for s in strategies for seed in seeds]
+    # Seed-major order: a sweep cut short still holds every strategy at the first seeds.
+    configs = [_resolve_run_config(args, t, s, seed) for seed in seeds for t in tasks for s in strategies]
     run_dirs = [_default_run_dir(args.out, config) for config in configs]
     backbone = None
     for number, (config, run_dir) in enumerate(zip(configs, run_dirs), 1):
@@ -389,7 +404,35 @@ def cmd_report(args) -> None:
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
 
 
-COMMANDS = {"eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+def cmd_bench(args) -> None:
+    from dataclasses import replace as dc_replace
+
+    import torch
+
+    from star_al.backbones import load_backbone
+    from star_al.bench import run_bench
+    from star_al.hardware import choose_placement
+    from star_al.tasks import load_examples, load_task
+
+    root = data_root_from(args)
+    task = load_task(args.task)
+    examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:args.examples]
+    gen_task = load_task("gsm8k")
+    gen_examples = load_examples(gen_task, "test", data_root=root)[:args.gen_examples]
+    backbone = _load_backbone(args)
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    fp32_placement = dc_replace(choose_placement(args.device, "float32"), reason="plain reference")
+    fp32 = backbone if backbone.placement.dtype == torch.float32 else load_backbone(args.model, fp32_placement, cache)
+    log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, passes=args.passes,
+                        train_steps=args.train_steps, train_batch=args.train_batch,
+                        naive_examples=args.naive_examples, max_new_tokens=args.max_new_tokens, log=log)
+    figures.update(model=args.model, task=task.name)
+    if args.json:
+        print(json.dumps(figures))
+
+
+COMMANDS = {"bench": cmd_bench, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 

@@ -6,7 +6,7 @@ says exactly what made it, and a resumed run can refuse a directory made otherwi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -93,7 +93,7 @@ PAPER_SIZES = {"gsm8k": (500, 500, 9), "boolq": (500, 500, 9), "obqa": (200, 200
 PRESETS = {
     "paper": {},
     # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/presets.md.
-    "cpu": dict(warm_start=32, query_size=32, n_rounds=5, pool_size=1000, test_limit=None,
+    "cpu": dict(warm_start=16, query_size=16, n_rounds=5, pool_size=400, pool_subsample=200, test_limit=500,
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1),
                 train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-3)),
     "smoke": dict(warm_start=4, query_size=4, n_rounds=3, pool_size=24, test_limit=12,
@@ -139,7 +139,8 @@ def merge(values: dict, overrides: dict) -> dict:
             continue
         if key in ("lora", "train"):
             base = merged.get(key) or (LoraSettings() if key == "lora" else TrainSettings())
-            nested = {k: v for k, v in dict(value).items() if v is not None}
+            value = asdict(value) if is_dataclass(value) else dict(value)
+            nested = {k: v for k, v in value.items() if v is not None}
             if "target_modules" in nested:
                 nested["target_modules"] = tuple(nested["target_modules"])
             try:

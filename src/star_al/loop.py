@@ -132,7 +132,7 @@ class ActiveLearningRun:
             base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer,
                                     self.by_id, self.pool_ids, self.run_dir, self.cache_root)
         if rounds and len(rounds) <= self.config.n_rounds:
-            self._load_last_adapter(len(rounds) - 1)
+            self._load_last_adapter(len(rounds) - 1, rounds)
         for round_index in range(len(rounds), self.config.n_rounds + 1):
             record = self.run_round(round_index, rounds, base)
             rounds.append(record)
@@ -245,8 +245,13 @@ class ActiveLearningRun:
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
 
-    def _load_last_adapter(self, round_index):
-        """Resume: put back the adapter the last finished round trained."""
+    def _load_last_adapter(self, round_index, rounds):
+        """Resume: put back the adapter the last finished round trained.
+
+        A run directory copied without its adapter (only config.json and rounds.jsonl are
+        committed) is resumed by training that round's adapter again: same labeled set,
+        same seed, so the same weights.
+        """
         from peft import PeftModel
 
         for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
@@ -258,4 +263,6 @@ class ActiveLearningRun:
                 if candidate.name == "adapter.next":
                     self._promote_adapter()
                 return
-        raise StarError(f"{self.run_dir.path}: no adapter of round {round_index} to resume from")
+        _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
+        labeled_ids = [i for record in rounds[:round_index + 1] for i in record["selected_ids"]]
+        self._fine_tune(round_index, [self.by_id[i] for i in labeled_ids])

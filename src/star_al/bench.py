@@ -1,0 +1,231 @@
+"""`star bench`: our scoring and training paths against the machine's limit and the plain way.
+
+Every figure is measured in one process on one machine, side by side: the matmul peak,
+our pool scoring (one deterministic pass and K MC-dropout passes), the naive research
+script way of scoring (one example at a time, fp32, full-vocabulary softmax at every
+answer position in a Python loop, K passes one after the other), our LoRA training step
+against a plain fp32 transformers loop, and greedy generation. Fractions of peak use
+FLOPs per token = 2 x the non-embedding parameters (+ attention), plus the output head
+only where logits are computed; a training token counts twice its forward FLOPs.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from star_al.batching import encode_pair, encode_prompt
+from star_al.hardware import cpu_bf16_is_fast
+from star_al.scoring import ScoringOptions, lora_dropout_active, score_examples
+from star_al.training import (LoraSettings, TrainSettings, adapter_to_base_dtype, answer_loss,
+                              answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
+                              optimizer_groups)
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
+    """Sustained GFLOP/s of size x size matmuls in dtype over about `seconds`."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 2:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def model_shape(model) -> dict:
+    """Parameter counts that decide FLOPs per token."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head = model.get_output_embeddings().weight
+    embed = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    tied = head.data_ptr() == embed.data_ptr()
+    body = total - embed.numel() - (0 if tied else head.numel())
+    return {"body_params": body, "head_params": head.numel(), "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size}
+
+
+def forward_flops(shape: dict, lengths: list[int], logit_positions: int) -> float:
+    """2 x body params per token, attention 4 x layers x hidden x context per token, head where used."""
+    tokens = sum(lengths)
+    attention = sum(4 * shape["layers"] * shape["hidden"] * n * (n + 1) / 2 for n in lengths)
+    return 2 * shape["body_params"] * tokens + attention + 2 * shape["head_params"] * logit_positions
+
+
+def _timed(fn, warmup: bool = True):
+    """Wall time of one call (after one warm-up call unless told otherwise), and its result."""
+    if warmup:
+        fn()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+@torch.inference_mode()
+def naive_scores(model, tokenizer, task, examples, passes: int = 1) -> np.ndarray:
+    """The research-script way: one example at a time, full logits, a Python loop over the
+    answer positions with a full-vocabulary softmax at each. Returns ME, shape [passes, n]."""
+    scores = np.zeros((passes, len(examples)))
+    for k in range(passes):
+        for row, example in enumerate(examples):
+            pair = encode_pair(tokenizer, example.prompt, example.target)
+            ids = torch.tensor([pair.prompt_ids + pair.target_ids])
+            logits = model(input_ids=ids).logits[0].float()
+            entropy = 0.0
+            for offset in range(len(pair.target_ids) if task.answer_type != "label" else 1):
+                probs = torch.softmax(logits[len(pair.prompt_ids) + offset - 1], dim=-1)
+                entropy += float(-(probs * torch.log(probs + 1e-30)).sum())
+            scores[k, row] = entropy
+    return scores
+
+
+def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
+    """A plain fp32 transformers loop: full logits, HF's label-masked loss, PEFT defaults."""
+    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
+    peft_model.train()
+    tokenizer.padding_side = "right"
+    batch_texts = [(ex.prompt, ex.target) for ex in examples[:batch_size]]
+    full = tokenizer([p + t for p, t in batch_texts], return_tensors="pt", padding=True)
+    labels = full.input_ids.clone()
+    for row, (prompt, _) in enumerate(batch_texts):
+        labels[row, : len(tokenizer(prompt).input_ids)] = -100
+    labels[full.attention_mask == 0] = -100
+    tokenizer.padding_side = "left"
+
+    def step():
+        loss = peft_model(**full, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds, _ = _timed(lambda: [step() for _ in range(steps)])
+    detach_adapter(peft_model)
+    return seconds / steps, int(full.attention_mask.sum())
+
+
+def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batch_size: int) -> tuple[float, int]:
+    """Our step: bf16 autocast where fast, LoRA fp32, logits only at the answer positions."""
+    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
+    optimizer = torch.optim.AdamW(optimizer_groups(peft_model, 0.5), lr=1e-4)
+    peft_model.train()
+    encoded = [encode_pair(tokenizer, ex.prompt, ex.target) for ex in examples[:batch_size]]
+    *inputs, targets = answer_only_batch(encoded, tokenizer.pad_token_id, next(model.parameters()).device)
+
+    def step():
+        with autocast_context(peft_model):
+            loss = answer_loss(peft_model, *inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds, _ = _timed(lambda: [step() for _ in range(steps)])
+    detach_adapter(peft_model)
+    return seconds / steps, sum(len(e.prompt_ids) + len(e.target_ids) for e in encoded)
+
+
+def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, passes: int = 3,
+              train_steps: int = 3, train_batch: int = 8, naive_examples: int = 24,
+              max_new_tokens: int = 64, log=print) -> dict:
+    """Measure everything side by side; returns the flat figure dict `star bench --json` prints."""
+    tokenizer = backbone.tokenizer
+    fp32_peak = matmul_gflops(torch.float32)
+    bf16_peak = matmul_gflops(torch.bfloat16)
+    bf16_fast = backbone.placement.device != "cpu" or cpu_bf16_is_fast()
+    peak_dtype = "bfloat16" if bf16_fast else "float32"
+    peak = (bf16_peak if bf16_fast else fp32_peak) * 1e9
+    log(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (peak dtype {peak_dtype})")
+    shape = model_shape(backbone.model)
+    lengths = [len(encode_prompt(tokenizer, ex.prompt)) for ex in examples]
+    score_flops = forward_flops(shape, lengths, len(examples))
+
+    peft_model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    for name, param in peft_model.named_parameters():  # a trained-looking adapter, not B = 0
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.01)
+    peft_model.eval()
+    adapter_to_base_dtype(peft_model)
+    options = ScoringOptions(batch_size=32)
+    one_pass, fast = _timed(lambda: score_examples(peft_model, tokenizer, task, examples, options))
+    torch.manual_seed(0)
+    mc_time, _ = _timed(lambda: score_examples(peft_model, tokenizer, task, examples,
+                                               replace(options, passes=passes)))
+    figures = {
+        "peak_dtype": peak_dtype, "bf16_fast": bf16_fast, "matmul_gflops_fp32": fp32_peak,
+        "matmul_gflops_bf16": bf16_peak, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(), "scoring_examples": len(examples),
+        "scoring_tokens": sum(lengths),
+        "scoring_examples_per_s": len(examples) / one_pass,
+        "scoring_tokens_per_s": sum(lengths) / one_pass,
+        "scoring_fraction_of_peak": score_flops / one_pass / peak,
+        "mc_passes": passes, "mc_examples_per_s": len(examples) / mc_time,
+        "mc_cost_ratio": mc_time / one_pass,
+    }
+    log(f"scoring, one pass: {figures['scoring_examples_per_s']:.1f} examples/s, "
+        f"{figures['scoring_tokens_per_s']:.0f} tokens/s, {100 * figures['scoring_fraction_of_peak']:.1f}% of peak; "
+        f"{passes} MC passes cost {figures['mc_cost_ratio']:.2f}x one pass")
+
+    # The naive reference: on the fp32 model, with the same adapter weights, dropout off.
+    naive_set = examples[:naive_examples]
+    fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0)
+    fp32_peft.load_state_dict({k: v.float() for k, v in peft_model.state_dict().items()}, strict=False)
+    fp32_peft.eval()
+    naive_time, naive = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
+    ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
+    ours_fp32 = score_examples(fp32_peft, tokenizer, task, naive_set, options)
+    with lora_dropout_active(fp32_peft):
+        naive_mc_time, _ = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
+                                  warmup=False)
+    detach_adapter(fp32_peft)
+    figures.update({
+        "naive_examples_per_s": len(naive_set) / naive_time,
+        "naive_mc_examples_per_s": 8 / naive_mc_time,
+        "scoring_speedup_vs_naive": figures["scoring_examples_per_s"] / (len(naive_set) / naive_time),
+        "mc_speedup_vs_naive": figures["mc_examples_per_s"] / (8 / naive_mc_time),
+        "naive_max_abs_diff_fp32": float(np.abs(ours_fp32.me[0] - naive[0]).max()),
+        "naive_max_abs_diff_fast": float(np.abs(ours_subset.me[0] - naive[0]).max()),
+    })
+    log(f"naive reference: {figures['naive_examples_per_s']:.1f} examples/s one pass, "
+        f"{figures['naive_mc_examples_per_s']:.2f} with {passes} passes; ours/naive "
+        f"{figures['scoring_speedup_vs_naive']:.1f}x (MC {figures['mc_speedup_vs_naive']:.1f}x); "
+        f"max |ME diff| fp32 path {figures['naive_max_abs_diff_fp32']:.2e}, "
+        f"fast path {figures['naive_max_abs_diff_fast']:.2e}")
+    detach_adapter(peft_model)
+    gc.collect()
+
+    # Training: our step against the plain fp32 loop, same examples and batch.
+    ours_step, ours_tokens = our_training_step_seconds(backbone.model, tokenizer, task, examples,
+                                                       train_steps, train_batch)
+    plain_step, plain_tokens = plain_training_step_seconds(fp32_backbone.model, tokenizer, examples,
+                                                           train_steps, train_batch)
+    train_lengths = [len(encode_pair(tokenizer, ex.prompt, ex.target).prompt_ids) + 1
+                     for ex in examples[:train_batch]]
+    train_flops = 2 * forward_flops(shape, train_lengths, 2 * train_batch)
+    figures.update({
+        "training_tokens_per_s": ours_tokens / ours_step,
+        "plain_training_tokens_per_s": plain_tokens / plain_step,
+        "training_speedup_vs_plain": plain_step / ours_step,
+        "training_fraction_of_peak": train_flops / ours_step / peak,
+    })
+    log(f"LoRA training (r 64, batch {train_batch}): {figures['training_tokens_per_s']:.0f} tokens/s, "
+        f"{100 * figures['training_fraction_of_peak']:.1f}% of peak; plain fp32 loop "
+        f"{figures['plain_training_tokens_per_s']:.0f} tokens/s; ours/plain {figures['training_speedup_vs_plain']:.2f}x")
+
+    # Generation: batched greedy decoding with the KV cache and early stop.
+    from star_al.scoring import generate_greedy
+
+    prompts = [encode_prompt(tokenizer, ex.prompt) for ex in gen_examples]
+    gen_time, responses = _timed(lambda: generate_greedy(backbone.model, tokenizer, prompts, max_new_tokens,
+                                                         len(prompts), gen_task.answer_complete), warmup=False)
+    new_tokens = sum(len(r) for r in responses)
+    figures.update({"generation_examples": len(prompts), "generation_new_tokens": new_tokens,
+                    "generation_tokens_per_s": new_tokens / gen_time,
+                    "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    log(f"generation ({gen_task.name}, {len(prompts)} prompts, cap {max_new_tokens}): "
+        f"{figures['generation_tokens_per_s']:.0f} new tokens/s; peak memory {figures['peak_memory_mb']:.0f} MB")
+    return figures
