@@ -129,3 +129,24 @@ def test_resume_without_the_adapter_retrains_it_and_ends_identically(tiny_backbo
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     resumed = run(config, tiny_backbone_factory(0), sst2_data, tmp_path / "killed")
     assert without_timings(resumed) == without_timings(whole)
+
+
+def test_full_finetuning_trains_every_weight_and_leaves_the_base_untouched(tiny_backbone, sst2_data, tmp_path):
+    import torch
+
+    before = {n: p.clone() for n, p in tiny_backbone.model.named_parameters()}
+    config = smoke_config("me", finetune="full", n_rounds=1)
+    al_run = ActiveLearningRun(config, sst2_data[0], sst2_data[1], sst2_data[2], tiny_backbone,
+                               RunDir(tmp_path / "r"))
+    rounds = al_run.run()
+    assert len(rounds) == 2 and all(0 <= r["accuracy"] <= 1 for r in rounds)
+    tuned = dict(al_run.model.named_parameters())
+    assert al_run.model is not tiny_backbone.model
+    assert any(not torch.equal(tuned[n], before[n]) for n in before if "layers.0.mlp" in n)
+    for name, param in tiny_backbone.model.named_parameters():
+        torch.testing.assert_close(param, before[name])
+
+
+def test_full_finetuning_refuses_lora_only_components():
+    with pytest.raises(StarError, match="needs a LoRA adapter"):
+        smoke_config("me+star", finetune="full")

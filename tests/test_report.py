@@ -157,3 +157,22 @@ def test_write_report_skips_unfinished_runs_and_says_so(two_by_two, tmp_path):
 def test_write_report_without_runs_raises_star_error(tmp_path):
     with pytest.raises(StarError, match="no AL runs"):
         write_report([tmp_path], tmp_path / "report")
+
+
+def test_figure1_writes_plot_and_tables_for_lora_and_full(tmp_path):
+    import json as _json
+
+    from star_al.report import write_figure1
+
+    for finetune in ("lora", "full"):
+        for strategy, accuracies in (("random", [0.5, 0.6, 0.7]), ("me", [0.5, 0.55, 0.6])):
+            run = tmp_path / finetune / strategy / "seed-0"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(_json.dumps({"task": "sst2", "strategy": strategy, "seed": 0,
+                                                          "n_rounds": 2, "finetune": finetune}))
+            (run / "rounds.jsonl").write_text("".join(
+                _json.dumps({"round": i, "n_labeled": 10 * (i + 1), "accuracy": a}) + "\n"
+                for i, a in enumerate(accuracies)))
+    text = write_figure1([tmp_path / "lora"], [tmp_path / "full"], tmp_path / "out")
+    assert (tmp_path / "out" / "figure1.png").stat().st_size > 0
+    assert "LoRA fine-tuning" in text and "full fine-tuning" in text and "60.00" in text

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--calibration", action="store_true", help="add per-round ECE, Brier, wrong-answer confidence")
     rp.add_argument("--include-unfinished", action="store_true")
 
+    f1 = commands.add_parser("figure1", help="plot ME vs random under LoRA and full fine-tuning (paper Figure 1)")
+    f1.add_argument("--lora", nargs="+", required=True, help="run directories (or folders) of LoRA runs")
+    f1.add_argument("--full", nargs="+", required=True, help="run directories (or folders) of --finetune full runs")
+    f1.add_argument("--strategies", default="random,me")
+    f1.add_argument("--out", required=True)
+
     bn = commands.add_parser("bench", help="scoring/training throughput against the machine's peak and the plain way")
     _add_model_options(bn)
     bn.add_argument("--task", default="boolq", help="pool task (default boolq)")
@@ -134,6 +140,8 @@ def _add_run_options(parser):
     parser.add_argument("--lambda-schedule", default=None, help="reference (default), linear, cosine, exponential")
     parser.add_argument("--pe-mode", default=None, help="label-free (default) or gold (simulation only)")
     parser.add_argument("--score-batch-size", type=int, default=None)
+    parser.add_argument("--finetune", default=None, choices=["lora", "full"],
+                        help="lora (default) or full: train every weight (the paper's Figure 1)")
     parser.add_argument("--b-decay-strength", type=float, default=None,
                         help="lora_B weight decay when the strategy has L2 on B (default 0.5)")
     _add_lora_options(parser)
@@ -286,6 +294,7 @@ def _run_overrides(args) -> dict:
             "test_limit": args.test_limit, "mc_passes": args.mc_passes,
             "lambda_schedule": args.lambda_schedule, "pe_mode": args.pe_mode,
             "score_batch_size": args.score_batch_size, "b_decay_strength": args.b_decay_strength,
+            "finetune": args.finetune,
             "lora": lora, "train": train}
 
 
@@ -330,7 +339,8 @@ def _execute_run(config, run_dir, args, backbone=None):
 
 def _default_run_dir(root, config) -> Path:
     task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
-    return Path(root) / task / config.strategy / f"seed-{config.seed}"
+    strategy = config.strategy + ("-full" if config.finetune == "full" else "")
+    return Path(root) / task / strategy / f"seed-{config.seed}"
 
 
 def cmd_run(args) -> None:
@@ -432,7 +442,14 @@ def cmd_bench(args) -> None:
         print(json.dumps(figures))
 
 
-COMMANDS = {"bench": cmd_bench, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+def cmd_figure1(args) -> None:
+    from star_al.report import write_figure1
+
+    print(write_figure1(args.lora, args.full, args.out, tuple(_split_list(args.strategies, "strategies"))))
+    print(f"wrote {Path(args.out) / 'figure1.png'}, figure1.md", file=sys.stderr)
+
+
+COMMANDS = {"bench": cmd_bench, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 

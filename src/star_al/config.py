@@ -39,7 +39,7 @@ class RunConfig:
     score_batch_size: int = 32
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
-    finetune: str = "lora"
+    finetune: str = "lora"              # or "full": every weight trained (the paper's Figure 1)
 
     @property
     def spec(self) -> StrategySpec:
@@ -65,8 +65,11 @@ class RunConfig:
             raise StarError(f"pe_mode must be 'label-free' or 'gold', got {self.pe_mode!r}")
         if self.spec.mc_dropout and self.lora.dropout <= 0:
             raise StarError("MC dropout needs lora dropout > 0")
-        if self.finetune != "lora":
-            raise StarError(f"unknown finetune {self.finetune!r}; choose 'lora'")
+        if self.finetune not in ("lora", "full"):
+            raise StarError(f"unknown finetune {self.finetune!r}; choose 'lora' or 'full'")
+        if self.finetune == "full" and (self.spec.mc_dropout or self.spec.l2_on_b):
+            raise StarError(f"strategy {self.strategy!r} needs a LoRA adapter (MC dropout, L2 on B); "
+                            "with --finetune full use random, me, pe or +dynamic")
         return self
 
     @property

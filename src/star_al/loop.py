@@ -27,7 +27,8 @@ from star_al.errors import StarError
 from star_al.evaluation import evaluate, write_predictions
 from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.scoring import ScoringOptions, Scores, score_examples
-from star_al.training import adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, train_adapter
+from star_al.training import (adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, full_copy,
+                              train_adapter, train_full)
 
 
 class AwaitingLabels(StarError):
@@ -226,14 +227,25 @@ class ActiveLearningRun:
     def _fine_tune(self, round_index, labeled):
         """A fresh adapter on the frozen base, trained on the whole labeled set (no carry-over)."""
         config = self.config
-        base = detach_adapter(self.model) if self.model is not self.backbone.model else self.model
+        base = self.backbone.model
+        if self.model is not base and config.finetune == "lora":
+            detach_adapter(self.model)
+        self.model = base
         seed = config.seed * 1000 + round_index
+        desc = f"round {round_index}: train on {len(labeled)}"
+        if config.finetune == "full":
+            torch.manual_seed(seed)
+            self.model = full_copy(base)
+            return train_full(self.model, base.dtype, self.backbone.tokenizer, self.task, labeled,
+                              config.train, seed, desc=desc)
         self.model = attach_fresh_adapter(base, config.lora, seed)
         settings = replace(config.train, b_decay=config.b_decay)
         return train_adapter(self.model, self.backbone.tokenizer, self.task, labeled, settings, seed,
-                             desc=f"round {round_index}: train on {len(labeled)}")
+                             desc=desc)
 
     def _save_adapter(self, round_index):
+        if self.config.finetune == "full":
+            return  # a full model per round is too big to keep; resume trains it again
         staging = self.run_dir.path / "adapter.next"
         shutil.rmtree(staging, ignore_errors=True)
         self.model.save_pretrained(staging)

@@ -288,26 +288,33 @@ def calibration_table(runs, baseline: str = "random") -> str:
 def write_curves_png(runs, path, baseline: str = "random") -> None:
     """Learning curves like the paper's Figure 5: one panel per task, accuracy (%) against
     labeled examples, seed mean with a ±std band, one colour per strategy in every panel."""
+    tasks = sorted({run.task for run in runs})
+    _write_panels([(task, [run for run in runs if run.task == task]) for task in tasks], path, baseline)
+
+
+def write_figure1_png(lora_runs, full_runs, path, baseline: str = "random") -> None:
+    """The paper's Figure 1: the same strategies under LoRA and under full fine-tuning."""
+    _write_panels([("LoRA fine-tuning", lora_runs), ("full fine-tuning", full_runs)], path, baseline)
+
+
+def _write_panels(panels, path, baseline: str) -> None:
     from matplotlib.figure import Figure  # Figure renders with Agg; no pyplot state
 
-    groups = _group(runs)
-    tasks = sorted({task for task, _ in groups})
-    strategies = strategy_order([s for _, s in groups], baseline)
-    palette = [f"C{i % 10}" for i in range(len(strategies))]
-    colours = dict(zip(strategies, palette))
-    figure = Figure(figsize=(4.5 * len(tasks), 3.6), layout="constrained")
-    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
-    for axis, task in zip(axes, tasks):
-        for strategy in strategies:
-            if (task, strategy) not in groups:
-                continue
-            points = _round_means(groups[(task, strategy)], ["accuracy"])
+    strategies = strategy_order([run.strategy for _, runs in panels for run in runs], baseline)
+    colours = {strategy: f"C{i % 10}" for i, strategy in enumerate(strategies)}
+    figure = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (title, runs) in zip(axes, panels):
+        groups = _group(runs)
+        for (task, strategy), group in sorted(groups.items(), key=lambda kv: strategies.index(kv[0][1])):
+            points = _round_means(group, ["accuracy"])
             x = np.array([p["n_labeled"] for p in points])
             mean = 100 * np.array([p["accuracy"] for p in points])
             spread = 100 * np.array([p["accuracy_std"] for p in points])
-            axis.plot(x, mean, marker="o", markersize=3, color=colours[strategy], label=strategy)
+            label = strategy if len({t for t, _ in groups}) == 1 else f"{task} {strategy}"
+            axis.plot(x, mean, marker="o", markersize=3, color=colours[strategy], label=label)
             axis.fill_between(x, mean - spread, mean + spread, color=colours[strategy], alpha=0.2)
-        axis.set_title(task)
+        axis.set_title(title)
         axis.set_xlabel("labeled examples")
         axis.set_ylabel("accuracy (%)")
         axis.grid(alpha=0.3)
@@ -359,4 +366,24 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
         parts.append("## Calibration per round\n\n" + calibration_table(runs, baseline))
     text = "\n\n".join(parts) + "\n"
     (out_dir / "report.md").write_text(text)
+    return text
+
+
+def write_figure1(lora_paths, full_paths, out_dir, strategies=("random", "me"), baseline: str = "random") -> str:
+    """Figure 1 from finished runs: figure1.png and figure1.md (AUC/RIPL under each fine-tuning)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sets = []
+    for label, paths in (("LoRA", lora_paths), ("full", full_paths)):
+        runs = [run for run in find_runs(paths) if run.finished and run.strategy in strategies]
+        if not runs:
+            raise StarError(f"no finished {'/'.join(strategies)} runs under {', '.join(map(str, _as_paths(paths)))}")
+        sets.append((label, runs))
+    write_figure1_png(sets[0][1], sets[1][1], out_dir / "figure1.png", baseline)
+    parts = ["# Uncertainty sampling under LoRA and full fine-tuning (the paper's Figure 1)"]
+    for label, runs in sets:
+        parts.append(f"## {label} fine-tuning\n\n" + markdown_table(summarise(runs, baseline), baseline))
+    parts.append("![figure 1](figure1.png)")
+    text = "\n\n".join(parts) + "\n"
+    (out_dir / "figure1.md").write_text(text)
     return text

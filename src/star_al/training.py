@@ -135,14 +135,50 @@ def adapter_to_base_dtype(model) -> None:
 def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
                   desc: str | None = "train") -> TrainResult:
     """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
+    optimizer = torch.optim.AdamW(optimizer_groups(peft_model, settings.b_decay),
+                                  lr=settings.learning_rate)
+    with_autocast = lambda: autocast_context(peft_model)  # noqa: E731
+    result = _train(peft_model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc)
+    adapter_to_base_dtype(peft_model)
+    return result
+
+
+def full_copy(base_model):
+    """A trainable fp32 copy of the frozen base, for full-parameter fine-tuning.
+
+    The base stays untouched (every round starts from it); fp32 master weights keep
+    AdamW's small updates from vanishing in bf16 rounding.
+    """
+    import copy
+
+    model = copy.deepcopy(base_model).float()
+    model.requires_grad_(True)
+    return model
+
+
+def train_full(model, base_dtype, tokenizer, task, examples, settings: TrainSettings, seed: int,
+               desc: str | None = "train") -> TrainResult:
+    """Train every weight of a `full_copy` (plain AdamW, no decay), then cast it to base_dtype."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    device_type = next(model.parameters()).device.type
+    low = base_dtype in (torch.bfloat16, torch.float16)
+    with_autocast = lambda: (torch.autocast(device_type, dtype=base_dtype) if low  # noqa: E731
+                             else contextlib.nullcontext())
+    result = _train(model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc)
+    model.requires_grad_(False)
+    model.to(base_dtype)
+    return result
+
+
+def _train(model, optimizer, autocast, tokenizer, task, examples, settings: TrainSettings, seed: int,
+           desc: str | None) -> TrainResult:
+    """The shared loop: seeded shuffles, left-padded batches, answer-only loss, linear schedule."""
     from transformers import get_linear_schedule_with_warmup
 
     add_eos = task.answer_type != "label"
     encoded = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos, settings.max_prompt_tokens)
                for ex in examples]
-    device = next(peft_model.parameters()).device
-    optimizer = torch.optim.AdamW(optimizer_groups(peft_model, settings.b_decay),
-                                  lr=settings.learning_rate)
+    device = next(model.parameters()).device
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps),
@@ -150,15 +186,15 @@ def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(steps=0, answer_tokens=0, seconds=0.0)
     start = time.perf_counter()
-    peft_model.train()
+    model.train()
     with tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
         for _ in range(settings.epochs):
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for first in range(0, len(order), settings.batch_size):
                 batch = [encoded[i] for i in order[first:first + settings.batch_size]]
                 *inputs, targets = answer_only_batch(batch, tokenizer.pad_token_id, device)
-                with autocast_context(peft_model):
-                    loss = answer_loss(peft_model, *inputs, targets)
+                with autocast():
+                    loss = answer_loss(model, *inputs, targets)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -168,7 +204,6 @@ def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings
                 result.losses.append(loss.item())
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()
-    peft_model.eval()
-    adapter_to_base_dtype(peft_model)
+    model.eval()
     result.seconds = time.perf_counter() - start
     return result
