@@ -109,6 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
     f1.add_argument("--strategies", default="random,me")
     f1.add_argument("--out", required=True)
 
+    pr = commands.add_parser("probe", help="the paper's probe experiments (confidence of wrong answers, entropy gap)")
+    probes = pr.add_subparsers(dest="probe", required=True, parser_class=_Parser)
+    pc = probes.add_parser("confidence", help="wrong-answer confidence: LoRA-tuned vs in-context untuned (Figure 2)")
+    _add_task_options(pc)
+    _add_model_options(pc)
+    _add_lora_options(pc)
+    pc.add_argument("--n-train", type=int, default=None,
+                    help="examples to fine-tune on (default: the preset's warm start)")
+    pc.add_argument("--preset", default="cpu", help="where --n-train comes from (default cpu)")
+    pc.add_argument("--k-shot", type=int, default=4, help="in-context demonstrations (default 4)")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--limit", type=int, default=None, help="first N test examples")
+    pc.add_argument("--batch-size", type=int, default=32)
+    pc.add_argument("--out", default=None, help="default out/probe-confidence-TASK")
+    pe = probes.add_parser("entropy", help="correlation of pool uncertainty across AL rounds (Figure 3)")
+    pe.add_argument("run_dir")
+    pe.add_argument("--top", type=int, default=1000, help="examples most uncertain at the start (default 1000)")
+    pe.add_argument("--method", default="pearson", choices=["pearson", "spearman"])
+    pe.add_argument("--round", type=int, default=None, help="r for the scatter of round r vs r+1")
+    pe.add_argument("--measure", default="me", choices=["me", "pe"])
+    pe.add_argument("--out", default=None, help="default RUN_DIR/probe-entropy")
+
     bn = commands.add_parser("bench", help="scoring/training throughput against the machine's peak and the plain way")
     _add_model_options(bn)
     bn.add_argument("--task", default="boolq", help="pool task (default boolq)")
@@ -449,7 +471,33 @@ def cmd_figure1(args) -> None:
     print(f"wrote {Path(args.out) / 'figure1.png'}, figure1.md", file=sys.stderr)
 
 
-COMMANDS = {"bench": cmd_bench, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+def cmd_probe(args) -> None:
+    from star_al.probes import confidence_probe, entropy_probe
+
+    if args.probe == "entropy":
+        out = Path(args.out or Path(args.run_dir) / "probe-entropy")
+        summary = entropy_probe(Path(args.run_dir), out, top=args.top, method=args.method,
+                                round_pair=args.round, measure=args.measure)
+        print((out / "summary.md").read_text())
+        print(f"wrote {out}: correlation.csv, entropy_heatmap.png, scatter PNGs, summary.md "
+              f"({summary['n_examples']} examples)", file=sys.stderr)
+        return
+    from star_al.config import preset_values
+    from star_al.training import TrainSettings
+
+    task, test = _load_task_and_split(args, "test", args.limit)
+    _, train_pool = _load_task_and_split(args, "train")
+    n_train = args.n_train or preset_values(args.preset, task.name)["warm_start"]
+    backbone = _load_backbone(args)
+    out = Path(args.out or f"out/probe-confidence-{task.name}")
+    summary = confidence_probe(backbone, task, train_pool, test, lora_settings_from(args),
+                               train_settings_from(args, TrainSettings(**task.training)), n_train,
+                               args.k_shot, args.seed, out, batch_size=args.batch_size)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}: confidence.csv, confidence.png, summary.md", file=sys.stderr)
+
+
+COMMANDS = {"bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 

@@ -180,7 +180,7 @@ class ActiveLearningRun:
             return Query(pending["ids"], pending["scores"]), pending.get("lambda")
         taken = set(labeled_ids)
         unlabeled = np.array([i for i in self.pool_ids if i not in taken])
-        if config.pool_subsample is not None and config.pool_subsample < len(unlabeled):
+        if config.pool_subsample and config.pool_subsample < len(unlabeled):  # 0 or None: off
             subsample = rng_for(config.seed, SUBSAMPLE_STREAM, round_index)
             unlabeled = np.sort(subsample.choice(unlabeled, config.pool_subsample, replace=False))
         rng = rng_for(config.seed, QUERY_STREAM, round_index)
