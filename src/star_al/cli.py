@@ -18,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line instead of usage + error."""
 
     def error(self, message):
-        raise StarError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("star").strip()
+        raise StarError(f"{command}: {message}" if command else message)
 
 
 def _add_model_options(parser):
@@ -197,9 +198,10 @@ def _load_backbone(args):
 
     placement = choose_placement(args.device, args.dtype)
     cache = Path(args.cache_dir) if args.cache_dir else None
+    backbone = load_backbone(args.model, placement, cache)
     print(f"model {args.model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
           f"({placement.reason})", file=sys.stderr)
-    return load_backbone(args.model, placement, cache)
+    return backbone
 
 
 def _print_summary(label: str, summary: dict) -> None:
@@ -341,7 +343,7 @@ def _resolve_run_config(args, task: str, strategy: str, seed: int):
 def _execute_run(config, run_dir, args, backbone=None):
     """Load data and model for a config and run (or resume) it in run_dir."""
     from star_al.backbones import default_cache_root
-    from star_al.loop import ActiveLearningRun
+    from star_al.loop import ActiveLearningRun, choose_pool
     from star_al.run_state import RunDir
     from star_al.tasks import load_examples, load_task
 
@@ -352,6 +354,7 @@ def _execute_run(config, run_dir, args, backbone=None):
     test = load_examples(task, "test", data_root=root, data_dir=data_dir)
     if config.test_limit:
         test = test[:config.test_limit]
+    choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
     backbone = backbone or _load_backbone(args)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
     run = ActiveLearningRun(config, task, pool, test, backbone, RunDir(run_dir), cache_root=cache)

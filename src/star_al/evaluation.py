@@ -18,8 +18,10 @@ def evaluate(model, tokenizer, task, examples, batch_size: int = 32, desc: str |
 
 
 def write_predictions(scores: Scores, path: Path) -> None:
-    """One JSON line per example: id, prediction, gold, correct, confidence (atomic write)."""
-    lines = [json.dumps({"id": i, "prediction": p, "gold": g, "correct": bool(c), "confidence": float(f)})
-             for i, p, g, c, f in zip(scores.ids, scores.predictions, scores.golds, scores.correct,
-                                      scores.confidence)]
+    """One JSON line per example: id, prediction, gold, correct, confidence (+ generated response)."""
+    responses = scores.responses or [None] * len(scores.ids)
+    lines = [json.dumps({"id": i, "prediction": p, "gold": g, "correct": bool(c), "confidence": float(f),
+                         **({"response": r} if r is not None else {})})
+             for i, p, g, c, f, r in zip(scores.ids, scores.predictions, scores.golds, scores.correct,
+                                         scores.confidence, responses)]
     write_text_atomic(path, "\n".join(lines) + "\n")

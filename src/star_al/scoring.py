@@ -34,6 +34,7 @@ class Scores:
     me: np.ndarray
     pe: np.ndarray
     pe_gold: np.ndarray | None
+    responses: list[str] | None = None  # generated text, for number and text tasks
 
     @property
     def accuracy(self) -> float:
@@ -217,7 +218,8 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
     n_tokens = np.maximum([len(r) for r in responses], 1)
     confidence = np.exp(-pe.mean(axis=0) / n_tokens)  # geometric-mean token probability
     correct = np.array([task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
-    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold)
+    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold,
+                  responses=texts)
 
 
 def _label_scores(task, examples, label_logprobs, me, golds) -> Scores:
