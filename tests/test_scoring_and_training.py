@@ -170,3 +170,28 @@ def test_generation_task_scores_a_greedy_response(tiny_backbone, data_root):
                             ScoringOptions(gold_pe=True, generation_batch_size=2))
     assert scores.me.shape == scores.pe.shape == scores.pe_gold.shape == (1, 3)
     assert np.all(scores.pe_gold > 0) and np.all((scores.confidence > 0) & (scores.confidence <= 1))
+
+
+def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exactly(tiny_backbone, sst2):
+    from star_al.scoring import merged_adapter
+
+    task, examples = sst2
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.2)
+    peft_model.eval()
+    tok = tiny_backbone.tokenizer
+    prompts = [encode_prompt(tok, ex.prompt) for ex in examples[:8]]
+    labels = [5, 7]
+    unmerged = next_token_stats(peft_model, prompts, labels, tok.pad_token_id, batch_size=4)
+    before = {n: p.clone() for n, p in peft_model.named_parameters() if "base_layer" in n}
+    with merged_adapter(peft_model):
+        merged = next_token_stats(peft_model, prompts, labels, tok.pad_token_id, batch_size=4)
+    np.testing.assert_allclose(merged[0], unmerged[0], atol=1e-4)
+    np.testing.assert_allclose(merged[1], unmerged[1], atol=1e-4)
+    for name, param in peft_model.named_parameters():
+        if "base_layer" in name:
+            assert torch.equal(param, before[name]), name
+    again = next_token_stats(peft_model, prompts, labels, tok.pad_token_id, batch_size=4)
+    np.testing.assert_array_equal(again[0], unmerged[0])

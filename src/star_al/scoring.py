@@ -61,6 +61,30 @@ def lora_dropout_active(model):
             module.eval()
 
 
+@contextmanager
+def merged_adapter(model):
+    """Fold the LoRA weights into the base weights for deterministic passes, then put the
+    base weights back bit for bit.
+
+    An unmerged adapter adds two small matmuls, a scaling and an add per projection; merged,
+    a pass costs what the base model costs. Unmerging in bf16 would not give back the same
+    weights (W + BA - BA rounds), so the exact originals are kept aside and restored.
+    """
+    layers = [module for module in model.modules()
+              if hasattr(module, "base_layer") and hasattr(module, "merge") and getattr(module, "lora_A", None)]
+    if not layers or not hasattr(model, "merge_adapter"):
+        yield model
+        return
+    originals = [layer.base_layer.weight.data.clone() for layer in layers]
+    model.merge_adapter()
+    try:
+        yield model
+    finally:
+        model.unmerge_adapter()
+        for layer, weight in zip(layers, originals):
+            layer.base_layer.weight.data.copy_(weight)
+
+
 def _forward_tail(model, sequences, pad_id, keep: int, passes: int):
     """Logits of the last `keep` positions, shape [passes, batch, keep, vocab]."""
     device = next(model.parameters()).device
@@ -187,7 +211,13 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
     """Predictions, confidences and ME/PE scores for examples under the current model."""
     if not examples:
         raise StarError("nothing to score: the example list is empty")
-    mc = lora_dropout_active(model) if options.passes > 1 else nullcontext()
+    if options.passes == 1:
+        with merged_adapter(model):
+            return _score(model, tokenizer, task, examples, options, desc, nullcontext())
+    return _score(model, tokenizer, task, examples, options, desc, lora_dropout_active(model))
+
+
+def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) -> Scores:
     prompts = [encode_prompt(tokenizer, ex.prompt, options.max_prompt_tokens) for ex in examples]
     golds = [ex.gold for ex in examples]
     pad = tokenizer.pad_token_id
@@ -200,7 +230,7 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
                                                       options.passes, desc)
             return _label_scores(task, examples, label_logprobs, me, golds)
         return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
-                                         options, desc)
+                                         options, desc, mc)
     responses = generate_greedy(model, tokenizer, prompts, task.max_new_tokens,
                                 options.generation_batch_size, task.answer_complete,
                                 desc and f"{desc} (generate)")
@@ -243,9 +273,8 @@ def _label_index(task, gold: str) -> int:
 
 
 def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations, options,
-                              desc) -> Scores:
+                              desc, mc) -> Scores:
     """Labels of several tokens: score every label sequence, ME over the chosen label's tokens."""
-    mc = lora_dropout_active(model) if options.passes > 1 else nullcontext()
     pad = tokenizer.pad_token_id
     n, n_labels = len(examples), len(continuations)
     label_logprobs = np.zeros((options.passes, n, n_labels))
