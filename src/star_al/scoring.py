@@ -67,12 +67,15 @@ def merged_adapter(model):
     base weights back bit for bit.
 
     An unmerged adapter adds two small matmuls, a scaling and an add per projection; merged,
-    a pass costs what the base model costs. Unmerging in bf16 would not give back the same
-    weights (W + BA - BA rounds), so the exact originals are kept aside and restored.
+    a pass costs what the base model costs. Only fp32 bases are merged: in bf16 the sum
+    W + sBA rounds away much of a small LoRA update (measured on SmolLM2/sst2: 64.6% vs
+    60.8% accuracy for the same adapter). Unmerging would not give back W bit for bit
+    either, so the exact originals are kept aside and restored.
     """
     layers = [module for module in model.modules()
               if hasattr(module, "base_layer") and hasattr(module, "merge") and getattr(module, "lora_A", None)]
-    if not layers or not hasattr(model, "merge_adapter"):
+    if (not layers or not hasattr(model, "merge_adapter")
+            or layers[0].base_layer.weight.dtype != torch.float32):
         yield model
         return
     originals = [layer.base_layer.weight.data.clone() for layer in layers]
