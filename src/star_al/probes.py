@@ -23,7 +23,7 @@ import numpy as np
 from star_al.errors import StarError
 from star_al.evaluation import evaluate
 from star_al.metrics import correlation_matrix
-from star_al.report import _format, _markdown
+from star_al.report import format_number, markdown_grid
 from star_al.run_state import load_npz, write_text_atomic
 from star_al.tasks import Example
 from star_al.training import LoraSettings, TrainSettings, attach_fresh_adapter, detach_adapter, train_adapter
@@ -160,14 +160,14 @@ def _write_confidence_png(summary: dict, scores_by_model: dict, n_labels: int, p
 def _confidence_markdown(summary: dict) -> str:
     header = ["model", "accuracy", "mean wrong-answer conf.", "median wrong-answer conf.", "ECE", "Brier",
               "wrong", "n"]
-    body = [[stats["name"], _format(stats["accuracy"]), _format(stats["wrong_confidence"]),
-             _format(stats["median_wrong_confidence"]), _format(stats["ece"]), _format(stats["brier"]),
+    body = [[stats["name"], format_number(stats["accuracy"]), format_number(stats["wrong_confidence"]),
+             format_number(stats["median_wrong_confidence"]), format_number(stats["ece"]), format_number(stats["brier"]),
              str(stats["n_wrong"]), str(stats["n"])] for stats in summary["models"].values()]
     return (f"# Confidence of wrong answers: {summary['task']}\n\n"
             f"LoRA fine-tuned on {summary['n_train']} train examples against the untuned model prompted with "
             f"{summary['k_shot']} demonstrations (seed {summary['seed']}); fractions. Confidence is the "
             "predicted answer's probability among the task's answers.\n\n"
-            + _markdown(header, body) + "\n\n![wrong-answer confidence](confidence.png)\n")
+            + markdown_grid(header, body) + "\n\n![wrong-answer confidence](confidence.png)\n")
 
 
 # ---------------------------------------------------------------- figure 3: entropy across rounds
@@ -321,14 +321,14 @@ def _write_scatter(x, y, round_x: int, round_y: int, summary: dict, path: Path) 
     axis.scatter(x, y, s=6, alpha=0.5, linewidths=0)
     axis.set_xlabel(f"{measure}, {_round_name(round_x)}")
     axis.set_ylabel(f"{measure}, {_round_name(round_y)}")
-    axis.set_title(f"{summary['method']} r = {_format(correlation, 2)} ({len(x)} examples)")
+    axis.set_title(f"{summary['method']} r = {format_number(correlation, 2)} ({len(x)} examples)")
     axis.grid(alpha=0.3)
     figure.savefig(path, dpi=150)
 
 
 def _entropy_markdown(summary: dict, labels: list[str]) -> str:
     measure, method = summary["measure"].upper(), summary["method"]
-    consecutive = ", ".join(f"{pair}: {_format(value, 2)}" for pair, value in summary["consecutive"].items())
+    consecutive = ", ".join(f"{pair}: {format_number(value, 2)}" for pair, value in summary["consecutive"].items())
     lines = [
         f"# {measure} across AL rounds: {summary['run_dir']}",
         "",
@@ -337,11 +337,11 @@ def _entropy_markdown(summary: dict, labels: list[str]) -> str:
         + (f"; {summary['note']}" if summary["note"] else ""),
         f"- correlation: {method}",
         f"- uncertainty gap, base model (round 0) against round {summary['first_tuned_round']}: "
-        f"{_format(summary['base_vs_first_tuned'], 3)}",
-        f"- consecutive tuned rounds, mean: {_format(summary['consecutive_mean'], 3)}"
+        f"{format_number(summary['base_vs_first_tuned'], 3)}",
+        f"- consecutive tuned rounds, mean: {format_number(summary['consecutive_mean'], 3)}"
         + (f" ({consecutive})" if consecutive else " (fewer than two consecutive tuned rounds)"),
         "",
-        _markdown(["", *labels], [[label, *(_format(v, 2) for v in row)]
+        markdown_grid(["", *labels], [[label, *(format_number(v, 2) for v in row)]
                                   for label, row in zip(labels, summary["matrix"])]),
         "",
         *(f"![{name}]({name})" for name in summary["files"][1:]),

@@ -217,7 +217,8 @@ def _cell(row: Row) -> str:
     return f"{auc_text} / {ripl_text}" + (" *" if row.n_unfinished else "")
 
 
-def _markdown(header, body) -> str:
+def markdown_grid(header, body) -> str:
+    """A Markdown table from a header row and rows of cell strings."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
@@ -238,10 +239,11 @@ def markdown_table(rows, baseline: str = "random") -> str:
                f"RIPL against {baseline} with its 95% bootstrap interval over seeds.")
     if any(row.n_unfinished for row in rows):
         caption += " * includes unfinished runs."
-    return caption + "\n\n" + _markdown(["method"] + tasks, body)
+    return caption + "\n\n" + markdown_grid(["method"] + tasks, body)
 
 
-def _format(value: float, digits: int = 3) -> str:
+def format_number(value: float, digits: int = 3) -> str:
+    """A fraction or figure for a table; nan reads n/a."""
     return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
 
 
@@ -276,10 +278,10 @@ def calibration_table(runs, baseline: str = "random") -> str:
         for strategy in strategy_order([s for t, s in groups if t == task], baseline):
             for point in _round_means(groups[(task, strategy)], CALIBRATION_KEYS):
                 body.append([strategy, str(point["round"]), f"{point['n_labeled']:.0f}",
-                             *(_format(point[key]) for key in CALIBRATION_KEYS),
+                             *(format_number(point[key]) for key in CALIBRATION_KEYS),
                              str(point["n_seeds"])])
         header = ["method", "round", "labeled", "ECE", "Brier", "wrong-answer conf.", "seeds"]
-        sections.append(f"### {task}\n\n" + _markdown(header, body))
+        sections.append(f"### {task}\n\n" + markdown_grid(header, body))
     return "\n\n".join(sections)
 
 
