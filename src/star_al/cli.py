@@ -241,29 +241,30 @@ def load_adapter(model, adapter_dir: str):
     return peft_model
 
 
-def lora_settings_from(args, base=None):
-    from dataclasses import replace
+def _lora_flags(args) -> dict:
+    """LoRA settings given on the command line, None where not given."""
+    return {"rank": args.rank, "alpha": args.alpha, "dropout": args.lora_dropout,
+            "target_modules": args.target_modules.split(",") if args.target_modules else None}
 
+
+def _train_flags(args) -> dict:
+    """Training settings given on the command line, None where not given."""
+    return {"epochs": args.epochs, "batch_size": args.train_batch_size, "learning_rate": args.lr,
+            "b_decay": args.b_decay}
+
+
+def lora_settings_from(args, base=None):
+    from star_al.config import merge
     from star_al.training import LoraSettings
 
-    settings = base or LoraSettings()
-    changes = {key: value for key, value in {
-        "rank": args.rank, "alpha": args.alpha, "dropout": args.lora_dropout,
-        "target_modules": tuple(args.target_modules.split(",")) if args.target_modules else None,
-    }.items() if value is not None}
-    return replace(settings, **changes)
+    return merge({"lora": base or LoraSettings()}, {"lora": _lora_flags(args)})["lora"]
 
 
 def train_settings_from(args, base=None):
-    from dataclasses import replace
-
+    from star_al.config import merge
     from star_al.training import TrainSettings
 
-    settings = base or TrainSettings()
-    changes = {key: value for key, value in {
-        "epochs": args.epochs, "batch_size": args.train_batch_size, "learning_rate": args.lr,
-        "b_decay": args.b_decay}.items() if value is not None}
-    return replace(settings, **changes)
+    return merge({"train": base or TrainSettings()}, {"train": _train_flags(args)})["train"]
 
 
 def cmd_train(args) -> None:
@@ -309,17 +310,13 @@ def cmd_train(args) -> None:
 
 def _run_overrides(args) -> dict:
     """Command-line run settings, None where not given (the preset or config file decides)."""
-    lora = {"rank": args.rank, "alpha": args.alpha, "dropout": args.lora_dropout,
-            "target_modules": args.target_modules.split(",") if args.target_modules else None}
-    train = {"epochs": args.epochs, "batch_size": args.train_batch_size, "learning_rate": args.lr,
-             "b_decay": args.b_decay}
     return {"model": args.model, "warm_start": args.warm_start, "query_size": args.query_size,
             "n_rounds": args.rounds, "pool_size": args.pool_size, "pool_subsample": args.pool_subsample,
             "test_limit": args.test_limit, "mc_passes": args.mc_passes,
             "lambda_schedule": args.lambda_schedule, "pe_mode": args.pe_mode,
             "score_batch_size": args.score_batch_size, "b_decay_strength": args.b_decay_strength,
             "finetune": args.finetune,
-            "lora": lora, "train": train}
+            "lora": _lora_flags(args), "train": _train_flags(args)}
 
 
 def _resolve_run_config(args, task: str, strategy: str, seed: int):
