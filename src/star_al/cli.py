@@ -118,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lora_options(pc)
     pc.add_argument("--n-train", type=int, default=None,
                     help="examples to fine-tune on (default: the preset's warm start)")
-    pc.add_argument("--preset", default="cpu", help="where --n-train comes from (default cpu)")
+    pc.add_argument("--preset", default="cpu", help="where --n-train, the LoRA and training settings and the test slice come from (default cpu)")
     pc.add_argument("--k-shot", type=int, default=4, help="in-context demonstrations (default 4)")
     pc.add_argument("--seed", type=int, default=0)
-    pc.add_argument("--limit", type=int, default=None, help="first N test examples")
+    pc.add_argument("--limit", type=int, default=None, help="first N test examples (default: the preset's test limit)")
     pc.add_argument("--batch-size", type=int, default=32)
     pc.add_argument("--out", default=None, help="default out/probe-confidence-TASK")
     pe = probes.add_parser("entropy", help="correlation of pool uncertainty across AL rounds (Figure 3)")
@@ -482,16 +482,21 @@ def cmd_probe(args) -> None:
         print(f"wrote {out}: correlation.csv, entropy_heatmap.png, scatter PNGs, summary.md "
               f"({summary['n_examples']} examples)", file=sys.stderr)
         return
-    from star_al.config import preset_values
+    from star_al.config import merge, preset_values
+    from star_al.tasks import load_task
     from star_al.training import TrainSettings
 
-    task, test = _load_task_and_split(args, "test", args.limit)
+    # The tuned side is a run's warm-start round: the preset's size, LoRA and training
+    # settings (over the task's own), on the preset's test slice, unless flags say otherwise.
+    task = load_task(args.task)
+    preset = merge({"train": TrainSettings(**task.training)}, preset_values(args.preset, task.name))
+    task, test = _load_task_and_split(args, "test", args.limit or preset.get("test_limit"))
     _, train_pool = _load_task_and_split(args, "train")
-    n_train = args.n_train or preset_values(args.preset, task.name)["warm_start"]
+    n_train = args.n_train or preset["warm_start"]
     backbone = _load_backbone(args)
     out = Path(args.out or f"out/probe-confidence-{task.name}")
-    summary = confidence_probe(backbone, task, train_pool, test, lora_settings_from(args),
-                               train_settings_from(args, TrainSettings(**task.training)), n_train,
+    summary = confidence_probe(backbone, task, train_pool, test, lora_settings_from(args, preset.get("lora")),
+                               train_settings_from(args, preset["train"]), n_train,
                                args.k_shot, args.seed, out, batch_size=args.batch_size)
     print((out / "summary.md").read_text())
     print(f"wrote {out}: confidence.csv, confidence.png, summary.md", file=sys.stderr)

@@ -98,11 +98,18 @@ PRESETS = {
     # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/presets.md.
     "cpu": dict(warm_start=16, query_size=16, n_rounds=5, pool_size=400, pool_subsample=200, test_limit=500,
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1),
-                train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-3)),
+                train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-3),
+                full_train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-4)),
     "smoke": dict(warm_start=4, query_size=4, n_rounds=3, pool_size=24, test_limit=12,
                   mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.1),
-                  train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-4)),
+                  train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-4),
+                  full_train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-5)),
 }
+
+# Full fine-tuning moves every weight, so it wants a far smaller step than LoRA: a
+# preset's `full_train` (else this learning rate on the LoRA schedule) replaces `train`
+# under --finetune full, before the config file and the command line apply.
+FULL_FINETUNE_LR = 1e-5
 
 
 def preset_values(preset: str, task_name: str) -> dict:
@@ -162,6 +169,9 @@ def resolve_config(task: str, strategy: str, preset: str, seed: int, file_values
 
     task_spec = load_task(task)
     values = merge({"train": TrainSettings(**task_spec.training)}, preset_values(preset, task_spec.name))
+    full_train = values.pop("full_train", None)
+    if merge(merge(values, file_values), overrides).get("finetune") == "full":
+        values["train"] = full_train or replace(values["train"], learning_rate=FULL_FINETUNE_LR)
     values = merge(values, file_values)
     values = merge(values, overrides)
     try:
