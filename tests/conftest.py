@@ -11,6 +11,10 @@ import torch
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# STAR_TEST_DEVICE=cuda runs the tiny-model tests on a GPU (CI runs them on the CPU).
+TEST_DEVICE = os.environ.get("STAR_TEST_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = Path(os.environ.get("STAR_DATA_ROOT", DATA_ROOT))
@@ -53,9 +57,9 @@ def tiny_backbone_factory(data_root):
                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                              max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config).to(TEST_DEVICE)
         return prepare("tiny-llama", "memory", model, tokenizer,
-                       Placement("cpu", torch.float32, "test"))
+                       Placement(TEST_DEVICE, torch.float32, "test"))
 
     return build
 

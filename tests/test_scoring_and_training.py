@@ -24,11 +24,11 @@ def test_left_padded_batch_gives_the_logits_of_each_row_alone(tiny_backbone, sst
     tok, model = tiny_backbone.tokenizer, tiny_backbone.model
     prompts = [encode_prompt(tok, ex.prompt) for ex in examples[:6]]
     assert len({len(p) for p in prompts}) > 1, "need rows of different lengths"
-    ids, mask, pos = left_pad(prompts, tok.pad_token_id)
+    ids, mask, pos = (t.to(model.device) for t in left_pad(prompts, tok.pad_token_id))
     with torch.inference_mode():
         batched = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
         for row, prompt in enumerate(prompts):
-            alone = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+            alone = model(input_ids=torch.tensor([prompt], device=model.device)).logits[0, -1]
             torch.testing.assert_close(batched[row], alone, atol=1e-4, rtol=1e-4)
 
 
@@ -48,9 +48,9 @@ def test_last_position_label_scores_match_full_vocabulary_softmax_one_at_a_time(
     label_logprobs, entropy = next_token_stats(model, prompts, labels, tok.pad_token_id, batch_size=3)
     with torch.inference_mode():
         for row, prompt in enumerate(prompts):
-            logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].double()
+            logits = model(input_ids=torch.tensor([prompt], device=model.device)).logits[0, -1].double()
             probs = torch.softmax(logits, -1)
-            np.testing.assert_allclose(label_logprobs[0, row], torch.log(probs[labels]).numpy(), atol=1e-4)
+            np.testing.assert_allclose(label_logprobs[0, row], torch.log(probs[labels]).cpu().numpy(), atol=1e-4)
             assert entropy[0, row] == pytest.approx(float(-(probs * probs.log()).sum()), abs=1e-4)
 
 
@@ -63,7 +63,7 @@ def test_response_stats_equal_a_python_loop_over_positions(tiny_backbone, sst2):
     with torch.inference_mode():
         for row, pair in enumerate(pairs):
             seq = pair.prompt_ids + pair.target_ids
-            logits = model(input_ids=torch.tensor([seq])).logits[0]
+            logits = model(input_ids=torch.tensor([seq], device=model.device)).logits[0]
             expected_nll = expected_entropy = 0.0
             for offset, token in enumerate(pair.target_ids):
                 position = len(pair.prompt_ids) + offset - 1
@@ -84,13 +84,13 @@ def test_loss_is_computed_on_answer_tokens_only(tiny_backbone, sst2):
     task, examples = sst2
     tok, model = tiny_backbone.tokenizer, tiny_backbone.model
     encoded = [encode_pair(tok, ex.prompt, ex.target + " extra words", add_eos=True) for ex in examples[:4]]
-    *inputs, targets = answer_only_batch(encoded, tok.pad_token_id, "cpu")
+    *inputs, targets = answer_only_batch(encoded, tok.pad_token_id, model.device)
     assert int((targets != -100).sum()) == sum(len(e.target_ids) for e in encoded)
     fast = answer_loss(model, *inputs, targets)
     total, count = 0.0, 0
     for e in encoded:  # plain: full logits of the row alone, loss at the answer positions
         seq = e.prompt_ids + e.target_ids
-        logits = model(input_ids=torch.tensor([seq])).logits[0]
+        logits = model(input_ids=torch.tensor([seq], device=model.device)).logits[0]
         for offset, token in enumerate(e.target_ids):
             total -= float(torch.log_softmax(logits[len(e.prompt_ids) + offset - 1], -1)[token])
             count += 1

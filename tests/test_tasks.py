@@ -1,6 +1,7 @@
 """Task files: prompts, targets and gold answers on the real data, and errors a user can act on."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ OBQA_LAYOUT = re.compile(
 
 @pytest.fixture(scope="module")
 def data_root() -> str:
-    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("STAR_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
     assert root.is_dir(), f"the benchmark data is expected at {root}"
     return str(root)
 

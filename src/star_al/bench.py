@@ -15,6 +15,7 @@ import gc
 import resource
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,14 +28,25 @@ from star_al.training import (LoraSettings, TrainSettings, adapter_to_base_dtype
                               optimizer_groups)
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
+def _sync(device: str) -> None:
+    """Wait for queued GPU work, so wall time measures it (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
     """Sustained GFLOP/s of size x size matmuls in dtype over about `seconds`."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    if device.startswith("cuda"):
+        size = max(size, 8192)  # a 2048 matmul is launch-bound on a GPU
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     torch.mm(a, b)
+    _sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or count < 2:
         torch.mm(a, b)
         count += 1
+        _sync(device)
     return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
 
 
@@ -57,12 +69,14 @@ def forward_flops(shape: dict, lengths: list[int], logit_positions: int) -> floa
     return 2 * shape["body_params"] * tokens + attention + 2 * shape["head_params"] * logit_positions
 
 
-def _timed(fn, warmup: bool = True):
+def _timed(fn, warmup: bool = True, device: str = "cpu"):
     """Wall time of one call (after one warm-up call unless told otherwise), and its result."""
     if warmup:
         fn()
+    _sync(device)
     start = time.perf_counter()
     result = fn()
+    _sync(device)
     return time.perf_counter() - start, result
 
 
@@ -74,7 +88,7 @@ def naive_scores(model, tokenizer, task, examples, passes: int = 1) -> np.ndarra
     for k in range(passes):
         for row, example in enumerate(examples):
             pair = encode_pair(tokenizer, example.prompt, example.target)
-            ids = torch.tensor([pair.prompt_ids + pair.target_ids])
+            ids = torch.tensor([pair.prompt_ids + pair.target_ids], device=model.device)
             logits = model(input_ids=ids).logits[0].float()
             entropy = 0.0
             for offset in range(len(pair.target_ids) if task.answer_type != "label" else 1):
@@ -91,7 +105,7 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
     peft_model.train()
     tokenizer.padding_side = "right"
     batch_texts = [(ex.prompt, ex.target) for ex in examples[:batch_size]]
-    full = tokenizer([p + t for p, t in batch_texts], return_tensors="pt", padding=True)
+    full = tokenizer([p + t for p, t in batch_texts], return_tensors="pt", padding=True).to(peft_model.device)
     labels = full.input_ids.clone()
     for row, (prompt, _) in enumerate(batch_texts):
         labels[row, : len(tokenizer(prompt).input_ids)] = -100
@@ -104,7 +118,7 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
         optimizer.step()
         optimizer.zero_grad()
 
-    seconds, _ = _timed(lambda: [step() for _ in range(steps)])
+    seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(labels.device))
     detach_adapter(peft_model)
     return seconds / steps, int(full.attention_mask.sum())
 
@@ -124,18 +138,20 @@ def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batc
         optimizer.step()
         optimizer.zero_grad()
 
-    seconds, _ = _timed(lambda: [step() for _ in range(steps)])
+    seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(targets.device))
     detach_adapter(peft_model)
     return seconds / steps, sum(len(e.prompt_ids) + len(e.target_ids) for e in encoded)
 
 
 def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, passes: int = 3,
               train_steps: int = 3, train_batch: int = 8, naive_examples: int = 24,
-              max_new_tokens: int = 64, log=print) -> dict:
+              max_new_tokens: int = 64, peak_seconds: float = 1.0, log=print) -> dict:
     """Measure everything side by side; returns the flat figure dict `star bench --json` prints."""
     tokenizer = backbone.tokenizer
-    fp32_peak = matmul_gflops(torch.float32)
-    bf16_peak = matmul_gflops(torch.bfloat16)
+    device = backbone.placement.device
+    timed = lambda fn, warmup=True: _timed(fn, warmup, device)  # noqa: E731
+    fp32_peak = matmul_gflops(torch.float32, seconds=peak_seconds, device=device)
+    bf16_peak = matmul_gflops(torch.bfloat16, seconds=peak_seconds, device=device)
     bf16_fast = backbone.placement.device != "cpu" or cpu_bf16_is_fast()
     peak_dtype = "bfloat16" if bf16_fast else "float32"
     peak = (bf16_peak if bf16_fast else fp32_peak) * 1e9
@@ -151,9 +167,9 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     peft_model.eval()
     adapter_to_base_dtype(peft_model)
     options = ScoringOptions(batch_size=32)
-    one_pass, fast = _timed(lambda: score_examples(peft_model, tokenizer, task, examples, options))
+    one_pass, fast = timed(lambda: score_examples(peft_model, tokenizer, task, examples, options))
     torch.manual_seed(0)
-    mc_time, _ = _timed(lambda: score_examples(peft_model, tokenizer, task, examples,
+    mc_time, _ = timed(lambda: score_examples(peft_model, tokenizer, task, examples,
                                                replace(options, passes=passes)))
     figures = {
         "peak_dtype": peak_dtype, "bf16_fast": bf16_fast, "matmul_gflops_fp32": fp32_peak,
@@ -175,11 +191,11 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0)
     fp32_peft.load_state_dict({k: v.float() for k, v in peft_model.state_dict().items()}, strict=False)
     fp32_peft.eval()
-    naive_time, naive = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
+    naive_time, naive = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
     ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
     ours_fp32 = score_examples(fp32_peft, tokenizer, task, naive_set, options)
     with lora_dropout_active(fp32_peft):
-        naive_mc_time, _ = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
+        naive_mc_time, _ = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
                                   warmup=False)
     detach_adapter(fp32_peft)
     figures.update({
@@ -220,12 +236,29 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     from star_al.scoring import generate_greedy
 
     prompts = [encode_prompt(tokenizer, ex.prompt) for ex in gen_examples]
-    gen_time, responses = _timed(lambda: generate_greedy(backbone.model, tokenizer, prompts, max_new_tokens,
+    generate_greedy(backbone.model, tokenizer, prompts[:1], 2, 1)  # warm-up (first-call setup is not throughput)
+    gen_time, responses = timed(lambda: generate_greedy(backbone.model, tokenizer, prompts, max_new_tokens,
                                                          len(prompts), gen_task.answer_complete), warmup=False)
     new_tokens = sum(len(r) for r in responses)
     figures.update({"generation_examples": len(prompts), "generation_new_tokens": new_tokens,
                     "generation_tokens_per_s": new_tokens / gen_time,
+                    "device": device, "device_name": _device_name(device),
                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if device.startswith("cuda"):
+        figures["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     log(f"generation ({gen_task.name}, {len(prompts)} prompts, cap {max_new_tokens}): "
         f"{figures['generation_tokens_per_s']:.0f} new tokens/s; peak memory {figures['peak_memory_mb']:.0f} MB")
     return figures
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -1,0 +1,49 @@
+"""The bench runs end to end on a tiny model, and its fast path scores what the naive loop scores."""
+
+import pytest
+
+from star_al.bench import forward_flops, model_shape, naive_scores, run_bench
+from star_al.scoring import ScoringOptions, score_examples
+from star_al.tasks import load_examples, load_task
+from star_al.training import LoraSettings, attach_fresh_adapter, detach_adapter
+
+KEYS = ("peak_dtype", "bf16_fast", "scoring_fraction_of_peak", "scoring_speedup_vs_naive", "mc_cost_ratio",
+        "training_speedup_vs_plain", "training_fraction_of_peak", "generation_tokens_per_s", "peak_memory_mb")
+
+
+def test_naive_reference_matches_the_batched_path_with_dropout_off(tiny_backbone, data_root):
+    """On BoolQ, the bench's pool (one-token answers, as the naive loop assumes)."""
+    import torch
+
+    task = load_task("boolq")
+    examples = load_examples(task, "train", data_root=str(data_root))[:6]
+    model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    model.eval()
+    ours = score_examples(model, tiny_backbone.tokenizer, task, examples, ScoringOptions(batch_size=4))
+    naive = naive_scores(model, tiny_backbone.tokenizer, task, examples)
+    detach_adapter(model)
+    assert naive.shape == (1, 6)
+    assert abs(ours.me[0] - naive[0]).max() < 1e-4
+
+
+def test_bench_reports_every_figure_the_goals_name(tiny_backbone, data_root):
+    boolq, gsm8k = load_task("boolq"), load_task("gsm8k")
+    examples = load_examples(boolq, "train", data_root=str(data_root))[:8]
+    prompts = load_examples(gsm8k, "test", data_root=str(data_root))[:2]
+    figures = run_bench(tiny_backbone, tiny_backbone, boolq, examples, gsm8k, prompts, passes=2, train_steps=1,
+                        train_batch=4, naive_examples=4, max_new_tokens=4, peak_seconds=0.05, log=lambda _: None)
+    for key in KEYS:
+        assert key in figures, key
+    assert figures["naive_max_abs_diff_fp32"] < 1e-4
+    assert figures["peak_dtype"] in ("float32", "bfloat16")
+    assert 0 < figures["scoring_fraction_of_peak"] and figures["mc_cost_ratio"] > 0
+
+
+def test_flop_count_adds_attention_and_only_the_head_positions_used(tiny_backbone):
+    shape = model_shape(tiny_backbone.model)
+    one = forward_flops(shape, [10], 1)
+    assert forward_flops(shape, [10], 10) - one == 2 * shape["head_params"] * 9
+    assert forward_flops(shape, [10, 10], 2) == 2 * one
