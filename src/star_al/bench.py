@@ -100,7 +100,7 @@ def naive_scores(model, tokenizer, task, examples, passes: int = 1) -> np.ndarra
 
 def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
     """A plain fp32 transformers loop: full logits, HF's label-masked loss, PEFT defaults."""
-    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
+    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0, fast_dropout=False)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     peft_model.train()
     tokenizer.padding_side = "right"

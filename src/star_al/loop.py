@@ -28,7 +28,7 @@ from star_al.evaluation import evaluate, write_predictions
 from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.scoring import ScoringOptions, Scores, score_examples
 from star_al.training import (adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, full_copy,
-                              train_adapter, train_full)
+                              train_adapter, train_full, use_bit_dropout)
 
 
 class AwaitingLabels(StarError):
@@ -269,7 +269,7 @@ class ActiveLearningRun:
         for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
             marker = candidate / "star_round.json"
             if marker.is_file() and json.loads(marker.read_text())["round"] == round_index:
-                self.model = PeftModel.from_pretrained(self.backbone.model, candidate)
+                self.model = use_bit_dropout(PeftModel.from_pretrained(self.backbone.model, candidate))
                 self.model.eval()
                 adapter_to_base_dtype(self.model)
                 if candidate.name == "adapter.next":
