@@ -230,3 +230,61 @@ def test_fresh_adapters_use_bit_dropout_and_mc_passes_switch_it_on(tiny_backbone
         assert all(m.training for m in dropouts)
     assert not any(m.training for m in dropouts)
     detach_adapter(model)
+
+
+@pytest.fixture
+def boolq(data_root):
+    task = load_task("boolq")
+    return task, load_examples(task, "train", data_root=str(data_root))[:10]
+
+
+def test_shared_instruction_prefix_is_cached_once_and_gives_the_same_scores(tiny_backbone, boolq):
+    from star_al.scoring import shared_prefix
+
+    task, examples = boolq
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    prompts = [encode_prompt(tok, ex.prompt) for ex in examples]
+    prefix = shared_prefix(model, prompts, passes=1)
+    assert prefix is not None and prefix.length >= 8, "BoolQ prompts share their instruction"
+    assert all(p[:prefix.length] == prompts[0][:prefix.length] for p in prompts)
+    labels = [encode_pair(tok, examples[0].prompt, task.label_target(l)).target_ids[0] for l in task.labels]
+    label_logprobs, entropy = next_token_stats(model, prompts, labels, tok.pad_token_id, batch_size=3)
+    responses = [encode_pair(tok, ex.prompt, " an answer" * (i % 3 + 1)).target_ids for i, ex in enumerate(examples)]
+    nll, response_entropy = response_stats(model, prompts, responses, tok.pad_token_id, batch_size=3)
+    with torch.inference_mode():
+        for row, prompt in enumerate(prompts):
+            logits = model(input_ids=torch.tensor([prompt + responses[row]], device=model.device)).logits[0].double()
+            logprobs = torch.log_softmax(logits, -1)
+            at_answer = logprobs[len(prompt) - 1]
+            np.testing.assert_allclose(label_logprobs[0, row], at_answer[labels].cpu().numpy(), atol=1e-4)
+            assert entropy[0, row] == pytest.approx(float(-(at_answer.exp() * at_answer).sum()), abs=1e-4)
+            positions = range(len(prompt) - 1, len(prompt) - 1 + len(responses[row]))
+            expected = -sum(float(logprobs[pos, token]) for pos, token in zip(positions, responses[row]))
+            assert nll[0, row] == pytest.approx(expected, rel=1e-4)
+
+
+def test_prompts_without_a_long_common_start_share_nothing(tiny_backbone, sst2):
+    from star_al.scoring import shared_prefix
+
+    _, examples = sst2
+    prompts = [encode_prompt(tiny_backbone.tokenizer, ex.prompt) for ex in examples[:6]]
+    assert shared_prefix(tiny_backbone.model, prompts, passes=1) is None
+    assert shared_prefix(tiny_backbone.model, prompts[:1], passes=1) is None
+
+
+def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, boolq):
+    task, examples = boolq
+    model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    model.eval()
+    options = ScoringOptions(batch_size=3, passes=3)
+    torch.manual_seed(1)
+    first = score_examples(model, tiny_backbone.tokenizer, task, examples, options)
+    torch.manual_seed(1)
+    again = score_examples(model, tiny_backbone.tokenizer, task, examples, options)
+    detach_adapter(model)
+    np.testing.assert_array_equal(first.me, again.me)
+    assert first.me.shape == (3, len(examples))
+    assert np.abs(first.me[0] - first.me[1]).min() > 0 and np.abs(first.me[1] - first.me[2]).min() > 0

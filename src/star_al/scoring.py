@@ -10,6 +10,9 @@ K axis and acquisition reduces it.
 
 from __future__ import annotations
 
+import copy
+import inspect
+import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -88,15 +91,76 @@ def merged_adapter(model):
             layer.base_layer.weight.data.copy_(weight)
 
 
-def _forward_tail(model, sequences, pad_id, keep: int, passes: int):
-    """Logits of the last `keep` positions, shape [passes, batch, keep, vocab]."""
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The KV cache of the tokens every prompt of a scoring call starts with.
+
+    Task prompts open with the same instruction (a third of a BoolQ prompt's tokens):
+    its keys and values are computed once per call, one row per MC pass so that each
+    pass draws its own dropout noise on it, and each batch only runs its own tokens.
+    Within one pass every example then sees the same noise on the prefix: each
+    example's K samples keep the distribution of independent passes.
+    """
+
+    length: int
+    cache: object  # a transformers Cache whose batch rows are the passes
+
+
+MIN_SHARED_PREFIX = 8  # below this, the copy of the cache per batch costs about what it saves
+
+
+def shared_prefix(model, prompts: list[list[int]], passes: int) -> SharedPrefix | None:
+    """The cached common token prefix of `prompts`, or None when too short to pay off.
+
+    The prefix stops one token short of the shortest prompt, so the position that
+    predicts the answer is always computed per example.
+    """
+    if len(prompts) < 2:
+        return None
+    length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    if length < MIN_SHARED_PREFIX:
+        return None
     device = next(model.parameters()).device
-    input_ids, attention_mask, position_ids = left_pad(sequences, pad_id, device)
+    ids = torch.tensor([prompts[0][:length]], device=device).repeat(passes, 1)
+    output = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    cache = output.get(CACHE_ARGUMENT)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    return SharedPrefix(length, cache)
+
+
+def _cache_argument() -> str:
+    """What causal LMs call their KV cache: `cache` in transformers 5.2x, `past_key_values` before."""
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+CACHE_ARGUMENT = _cache_argument()
+
+
+def _forward_tail(model, sequences, pad_id, keep: int, passes: int, prefix: SharedPrefix | None = None):
+    """Logits of the last `keep` positions, shape [passes, batch, keep, vocab].
+
+    Rows are pass-major (all of pass 0, then pass 1, ...). With a shared prefix only the
+    rest of each sequence runs, left-padded after the cached prefix, with positions
+    continuing from it; the logits are those of the whole sequences.
+    """
+    device = next(model.parameters()).device
+    start = prefix.length if prefix is not None else 0
+    input_ids, attention_mask, position_ids = left_pad([seq[start:] for seq in sequences], pad_id, device)
     if passes > 1:
         input_ids, attention_mask, position_ids = (
             t.repeat(passes, 1) for t in (input_ids, attention_mask, position_ids))
+    extra = {"use_cache": False}
+    if prefix is not None:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(sequences))
+        attention_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], start), attention_mask], 1)
+        position_ids = position_ids + start
+        extra = {"use_cache": True, CACHE_ARGUMENT: cache}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=keep, use_cache=False).logits
+                   logits_to_keep=keep, **extra).logits
     return logits.view(passes, len(sequences), keep, -1)
 
 
@@ -118,8 +182,9 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     entropy = np.zeros((passes, n), dtype=np.float64)
     label_index = torch.tensor(label_token_ids)
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
+    prefix = shared_prefix(model, prompt_ids, passes) if len(batches) > 1 else None
     for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
-        logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes)[:, :, 0]
+        logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         label_logprobs[:, batch] = logprobs[..., label_index.to(logits.device)].cpu().double().numpy()
         entropy[:, batch] = token_entropy(logits).cpu().double().numpy()
@@ -138,13 +203,14 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
     entropy = np.zeros((passes, n), dtype=np.float64)
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     batches = length_buckets(lengths, batch_size)
+    prefix = shared_prefix(model, prompt_ids, passes) if len(batches) > 1 else None
     for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
         responses = [response_ids[i] for i in batch]
         width = max(len(r) for r in responses)
         if width == 0:
             continue
         sequences = [prompt_ids[i] + response_ids[i] for i in batch]
-        logits = _forward_tail(model, sequences, pad_id, width + 1, passes)[:, :, :-1]
+        logits = _forward_tail(model, sequences, pad_id, width + 1, passes, prefix)[:, :, :-1]
         targets = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, response in enumerate(responses):
