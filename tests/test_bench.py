@@ -47,3 +47,12 @@ def test_flop_count_adds_attention_and_only_the_head_positions_used(tiny_backbon
     one = forward_flops(shape, [10], 1)
     assert forward_flops(shape, [10], 10) - one == 2 * shape["head_params"] * 9
     assert forward_flops(shape, [10, 10], 2) == 2 * one
+
+
+def test_flop_count_counts_a_shared_prefix_once(tiny_backbone):
+    shape = model_shape(tiny_backbone.model)
+    # Two sequences of 10 sharing 4 tokens: the prefix once, then 6 tokens each attending past it.
+    shared = forward_flops(shape, [10, 10], 2, shared=4)
+    prefix_once = 2 * forward_flops(shape, [10], 1) - forward_flops(shape, [4], 0)
+    assert shared == pytest.approx(prefix_once)
+    assert forward_flops(shape, [10, 10], 2, shared=0) - shared == pytest.approx(forward_flops(shape, [4], 0))

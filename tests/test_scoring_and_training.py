@@ -9,7 +9,8 @@ from star_al.scoring import (ScoringOptions, lora_dropout_active, next_token_sta
                              score_examples)
 from star_al.tasks import load_examples, load_task
 from star_al.training import (LoraSettings, TrainSettings, answer_loss, answer_only_batch,
-                              attach_fresh_adapter, detach_adapter, optimizer_groups, train_adapter)
+                              attach_fresh_adapter, detach_adapter, optimizer_groups, train_adapter,
+                              training_attention)
 from star_al.uncertainty import token_entropy, token_nll
 
 
@@ -288,3 +289,42 @@ def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, bool
     np.testing.assert_array_equal(first.me, again.me)
     assert first.me.shape == (3, len(examples))
     assert np.abs(first.me[0] - first.me[1]).min() > 0 and np.abs(first.me[1] - first.me[2]).min() > 0
+
+
+def test_shared_prefix_length_stops_short_of_the_shortest_prompt_and_ignores_short_overlaps():
+    from star_al.scoring import MIN_SHARED_PREFIX, shared_prefix_length
+
+    head = list(range(100, 100 + MIN_SHARED_PREFIX + 2))
+    assert shared_prefix_length([head + [1, 2], head + [3]]) == len(head)
+    assert shared_prefix_length([head, head + [3]]) == len(head) - 1
+    assert shared_prefix_length([head[:MIN_SHARED_PREFIX - 1] + [1], head[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
+    assert shared_prefix_length([head + [1]]) == 0
+
+
+def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_kernel(tiny_backbone, sst2):
+    task, examples = sst2
+    tok, model = tiny_backbone.tokenizer, tiny_backbone.model
+    model.set_attn_implementation("sdpa")
+    peft_model = attach_fresh_adapter(model, LoraSettings(rank=4, alpha=8, dropout=0.0), seed=0)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    encoded = [encode_pair(tok, ex.prompt, ex.target) for ex in examples[:6]]
+    *inputs, targets = answer_only_batch(encoded, tok.pad_token_id, model.device)
+
+    def loss_and_grads():
+        peft_model.zero_grad()
+        loss = answer_loss(peft_model, *inputs, targets)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
+
+    plain_loss, plain_grads = loss_and_grads()
+    with training_attention(peft_model):
+        expected = "eager" if model.device.type == "cpu" else "sdpa"
+        assert model.config._attn_implementation == expected
+        loss, grads = loss_and_grads()
+    assert model.config._attn_implementation == "sdpa"
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for grad, plain in zip(grads, plain_grads):
+        torch.testing.assert_close(grad, plain, rtol=1e-4, atol=1e-6)
+    detach_adapter(peft_model)

@@ -109,16 +109,22 @@ class SharedPrefix:
 MIN_SHARED_PREFIX = 8  # below this, the copy of the cache per batch costs about what it saves
 
 
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt shares, one short of the shortest; 0 if too few to pay off."""
+    if len(prompts) < 2:
+        return 0
+    length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 def shared_prefix(model, prompts: list[list[int]], passes: int) -> SharedPrefix | None:
     """The cached common token prefix of `prompts`, or None when too short to pay off.
 
     The prefix stops one token short of the shortest prompt, so the position that
     predicts the answer is always computed per example.
     """
-    if len(prompts) < 2:
-        return None
-    length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
-    if length < MIN_SHARED_PREFIX:
+    length = shared_prefix_length(prompts)
+    if length == 0:
         return None
     device = next(model.parameters()).device
     ids = torch.tensor([prompts[0][:length]], device=device).repeat(passes, 1)

@@ -156,6 +156,28 @@ def autocast_context(model):
     return stack
 
 
+@contextlib.contextmanager
+def training_attention(model):
+    """Train with plain (eager) attention on CPU, then restore the model's own kernel.
+
+    PyTorch's CPU flash-attention backward is slow on the short sequences of
+    fine-tuning: on SmolLM2 it took 13% of a LoRA step over 8 BoolQ questions, and eager
+    attention made steps 4-26% faster (BoolQ, SST-2, GSM8K), while scoring and generation
+    were no faster or slower with it. GPUs keep their fused kernels. Same math either way.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    current = getattr(base.config, "_attn_implementation", None)
+    on_cpu = next(base.parameters()).device.type == "cpu"
+    if not on_cpu or current != "sdpa" or not hasattr(base, "set_attn_implementation"):
+        yield
+        return
+    base.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(current)
+
+
 def adapter_to_base_dtype(model) -> None:
     """After training, hold LoRA weights in the base's dtype: scoring then runs without casts.
 
@@ -223,7 +245,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     result = TrainResult(steps=0, answer_tokens=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
-    with tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
+    with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
         for _ in range(settings.epochs):
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for first in range(0, len(order), settings.batch_size):
