@@ -157,7 +157,7 @@ def _add_run_options(parser):
     parser.add_argument("--budget", type=int, default=None,
                         help="total labels; sets the number of rounds from warm start and query size")
     parser.add_argument("--pool-size", type=int, default=None, help="draw a fixed random pool of N train examples")
-    parser.add_argument("--pool-subsample", type=int, default=None, help="score only N random pool examples a round")
+    parser.add_argument("--pool-subsample", type=int, default=None, help="score only N random pool examples a round (0: the whole pool, as `star probe entropy` needs)")
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
     parser.add_argument("--mc-passes", type=int, default=None, help="K for MC dropout (default 3)")
     parser.add_argument("--lambda-schedule", default=None, help="reference (default), linear, cosine, exponential")
