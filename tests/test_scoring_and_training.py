@@ -14,10 +14,14 @@ from star_al.training import (LoraSettings, TrainSettings, answer_loss, answer_o
 from star_al.uncertainty import token_entropy, token_nll
 
 
+def _train_slice(name, count, data_root):
+    task = load_task(name)
+    return task, load_examples(task, "train", data_root=str(data_root))[:count]
+
+
 @pytest.fixture
 def sst2(data_root):
-    task = load_task("sst2")
-    return task, load_examples(task, "train", data_root=str(data_root))[:24]
+    return _train_slice("sst2", 24, data_root)
 
 
 def test_left_padded_batch_gives_the_logits_of_each_row_alone(tiny_backbone, sst2):
@@ -235,8 +239,7 @@ def test_fresh_adapters_use_bit_dropout_and_mc_passes_switch_it_on(tiny_backbone
 
 @pytest.fixture
 def boolq(data_root):
-    task = load_task("boolq")
-    return task, load_examples(task, "train", data_root=str(data_root))[:10]
+    return _train_slice("boolq", 10, data_root)
 
 
 def test_shared_instruction_prefix_is_cached_once_and_gives_the_same_scores(tiny_backbone, boolq):
