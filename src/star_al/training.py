@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -60,7 +61,9 @@ def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast_dropout: boo
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
                         task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # PEFT asks a transformers 5 model a deprecated question
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     return use_bit_dropout(peft_model) if fast_dropout else peft_model
 
 
