@@ -1,8 +1,9 @@
 """The bench runs end to end on a tiny model, and its fast path scores what the naive loop scores."""
 
 import pytest
+import torch
 
-from star_al.bench import forward_flops, model_shape, naive_scores, run_bench
+from star_al.bench import forward_flops, lora_weights, model_shape, naive_scores, run_bench
 from star_al.scoring import ScoringOptions, score_examples
 from star_al.tasks import load_examples, load_task
 from star_al.training import LoraSettings, attach_fresh_adapter, detach_adapter
@@ -39,7 +40,9 @@ def test_bench_reports_every_figure_the_goals_name(tiny_backbone, data_root):
         assert key in figures, key
     assert figures["naive_max_abs_diff_fp32"] < 1e-4
     assert figures["peak_dtype"] in ("float32", "bfloat16")
-    assert 0 < figures["scoring_fraction_of_peak"] and figures["mc_cost_ratio"] > 0
+    assert 0 < figures["scoring_fraction_of_peak_base_only"] < figures["scoring_fraction_of_peak"]
+    assert 0 < figures["training_fraction_of_peak_base_only"] < figures["training_fraction_of_peak"]
+    assert figures["mc_cost_ratio"] > 0
 
 
 def test_flop_count_adds_attention_and_only_the_head_positions_used(tiny_backbone):
@@ -56,3 +59,13 @@ def test_flop_count_counts_a_shared_prefix_once(tiny_backbone):
     prefix_once = 2 * forward_flops(shape, [10], 1) - forward_flops(shape, [4], 0)
     assert shared == pytest.approx(prefix_once)
     assert forward_flops(shape, [10, 10], 2, shared=0) - shared == pytest.approx(forward_flops(shape, [4], 0))
+
+
+def test_lora_weights_count_rank_times_in_plus_out_for_every_projection(tiny_backbone):
+    model = tiny_backbone.model
+    projections = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]
+    assert len(projections) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    expected = sum(4 * (m.in_features + m.out_features) for m in projections)
+    peft_model = attach_fresh_adapter(model, LoraSettings(rank=4), seed=0)
+    assert lora_weights(peft_model) == expected
+    detach_adapter(peft_model)
