@@ -248,7 +248,7 @@ def test_shared_instruction_prefix_is_cached_once_and_gives_the_same_scores(tiny
     task, examples = boolq
     tok, model = tiny_backbone.tokenizer, tiny_backbone.model
     prompts = [encode_prompt(tok, ex.prompt) for ex in examples]
-    prefix = shared_prefix(model, prompts, passes=1)
+    prefix = shared_prefix(model, prompts, 1, length_buckets([len(p) for p in prompts], 3))
     assert prefix is not None and prefix.length >= 8, "BoolQ prompts share their instruction"
     assert all(p[:prefix.length] == prompts[0][:prefix.length] for p in prompts)
     labels = [encode_pair(tok, examples[0].prompt, task.label_target(l)).target_ids[0] for l in task.labels]
@@ -272,8 +272,8 @@ def test_prompts_without_a_long_common_start_share_nothing(tiny_backbone, sst2):
 
     _, examples = sst2
     prompts = [encode_prompt(tiny_backbone.tokenizer, ex.prompt) for ex in examples[:6]]
-    assert shared_prefix(tiny_backbone.model, prompts, passes=1) is None
-    assert shared_prefix(tiny_backbone.model, prompts[:1], passes=1) is None
+    assert shared_prefix(tiny_backbone.model, prompts, 1, length_buckets([len(p) for p in prompts], 3)) is None
+    assert shared_prefix(tiny_backbone.model, prompts[:1], 1, [[0]]) is None
 
 
 def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, boolq):
@@ -294,14 +294,17 @@ def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, bool
     assert np.abs(first.me[0] - first.me[1]).min() > 0 and np.abs(first.me[1] - first.me[2]).min() > 0
 
 
-def test_shared_prefix_length_stops_short_of_the_shortest_prompt_and_ignores_short_overlaps():
+def test_shared_prefix_length_stops_short_of_the_shortest_prompt_and_ignores_short_overlaps_and_single_batches():
     from star_al.scoring import MIN_SHARED_PREFIX, shared_prefix_length
 
     head = list(range(100, 100 + MIN_SHARED_PREFIX + 2))
-    assert shared_prefix_length([head + [1, 2], head + [3]]) == len(head)
-    assert shared_prefix_length([head, head + [3]]) == len(head) - 1
-    assert shared_prefix_length([head[:MIN_SHARED_PREFIX - 1] + [1], head[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
-    assert shared_prefix_length([head + [1]]) == 0
+    two_batches = [[0], [1]]
+    assert shared_prefix_length([head + [1, 2], head + [3]], two_batches) == len(head)
+    assert shared_prefix_length([head, head + [3]], two_batches) == len(head) - 1
+    short = head[:MIN_SHARED_PREFIX - 1]
+    assert shared_prefix_length([short + [1], short + [2]], two_batches) == 0
+    assert shared_prefix_length([head + [1]], [[0]]) == 0
+    assert shared_prefix_length([head + [1, 2], head + [3]], [[0, 1]]) == 0, "one batch: the cache would serve once"
 
 
 def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_kernel(tiny_backbone, sst2):

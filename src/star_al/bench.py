@@ -181,11 +181,10 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     peak = (bf16_peak if bf16_fast else fp32_peak) * 1e9
     log(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (peak dtype {peak_dtype})")
     shape = model_shape(backbone.model)
-    lengths = [len(encode_prompt(tokenizer, ex.prompt)) for ex in examples]
     prompts = [encode_prompt(tokenizer, ex.prompt) for ex in examples]
+    lengths = [len(p) for p in prompts]
     options = ScoringOptions(batch_size=32)
-    buckets = length_buckets(lengths, options.batch_size)
-    shared = shared_prefix_length(prompts) if len(buckets) > 1 else 0  # as scoring decides it
+    shared = shared_prefix_length(prompts, length_buckets(lengths, options.batch_size))
     score_flops = forward_flops(shape, lengths, len(examples), shared)
 
     peft_model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)

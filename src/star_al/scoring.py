@@ -11,6 +11,7 @@ K axis and acquisition reduces it.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 from contextlib import contextmanager, nullcontext
@@ -109,40 +110,46 @@ class SharedPrefix:
 MIN_SHARED_PREFIX = 8  # below this, the copy of the cache per batch costs about what it saves
 
 
-def shared_prefix_length(prompts: list[list[int]]) -> int:
-    """How many leading tokens every prompt shares, one short of the shortest; 0 if too few to pay off."""
-    if len(prompts) < 2:
+def shared_prefix_length(prompts: list[list[int]], batches: list[list[int]]) -> int:
+    """How many leading tokens every prompt shares, one short of the shortest.
+
+    0 when it would not pay off: a prefix shorter than MIN_SHARED_PREFIX, or a call of
+    one batch (the cache would be used once).
+    """
+    if len(batches) < 2:
         return 0
     length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
-def shared_prefix(model, prompts: list[list[int]], passes: int) -> SharedPrefix | None:
-    """The cached common token prefix of `prompts`, or None when too short to pay off.
+def shared_prefix(model, prompts: list[list[int]], passes: int, batches: list[list[int]]) -> SharedPrefix | None:
+    """The cached common token prefix of `prompts`, or None when it would not pay off.
 
     The prefix stops one token short of the shortest prompt, so the position that
     predicts the answer is always computed per example.
     """
-    length = shared_prefix_length(prompts)
+    length = shared_prefix_length(prompts, batches)
     if length == 0:
         return None
     device = next(model.parameters()).device
     ids = torch.tensor([prompts[0][:length]], device=device).repeat(passes, 1)
     output = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    cache = output.get(CACHE_ARGUMENT)
+    cache = output.get(cache_argument())
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     return SharedPrefix(length, cache)
 
 
-def _cache_argument() -> str:
-    """What causal LMs call their KV cache: `cache` in transformers 5.2x, `past_key_values` before."""
+@functools.cache
+def cache_argument() -> str:
+    """What causal LMs call their KV cache: `cache` in transformers 5.2x, `past_key_values` before.
+
+    Looked up on first use: importing the model class takes seconds, which commands that
+    never run a model (`star probe entropy`) should not pay.
+    """
     from transformers import LlamaForCausalLM
 
     return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
-
-
-CACHE_ARGUMENT = _cache_argument()
 
 
 def _forward_tail(model, sequences, pad_id, keep: int, passes: int, prefix: SharedPrefix | None = None):
@@ -164,7 +171,7 @@ def _forward_tail(model, sequences, pad_id, keep: int, passes: int, prefix: Shar
         cache.batch_repeat_interleave(len(sequences))
         attention_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], start), attention_mask], 1)
         position_ids = position_ids + start
-        extra = {"use_cache": True, CACHE_ARGUMENT: cache}
+        extra = {"use_cache": True, cache_argument(): cache}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    logits_to_keep=keep, **extra).logits
     return logits.view(passes, len(sequences), keep, -1)
@@ -188,7 +195,7 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     entropy = np.zeros((passes, n), dtype=np.float64)
     label_index = torch.tensor(label_token_ids)
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
-    prefix = shared_prefix(model, prompt_ids, passes) if len(batches) > 1 else None
+    prefix = shared_prefix(model, prompt_ids, passes, batches)
     for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
         logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -209,7 +216,7 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
     entropy = np.zeros((passes, n), dtype=np.float64)
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     batches = length_buckets(lengths, batch_size)
-    prefix = shared_prefix(model, prompt_ids, passes) if len(batches) > 1 else None
+    prefix = shared_prefix(model, prompt_ids, passes, batches)
     for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
         responses = [response_ids[i] for i in batch]
         width = max(len(r) for r in responses)
