@@ -164,9 +164,10 @@ def training_attention(model):
     """Train with plain (eager) attention on CPU, then restore the model's own kernel.
 
     PyTorch's CPU flash-attention backward is slow on the short sequences of
-    fine-tuning: on SmolLM2 it took 13% of a LoRA step over 8 BoolQ questions, and eager
-    attention made steps 4-26% faster (BoolQ, SST-2, GSM8K), while scoring and generation
-    were no faster or slower with it. GPUs keep their fused kernels. Same math either way.
+    fine-tuning: on SmolLM2 it took 11-13% of a LoRA step over 8 BoolQ questions, and eager
+    attention made BoolQ and SST-2 steps 10-20% faster and GSM8K's longer ones about as
+    fast (`scripts/measure.py training-profile`), while scoring and generation were no
+    faster or slower with it. GPUs keep their fused kernels. Same math either way.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     current = getattr(base.config, "_attn_implementation", None)

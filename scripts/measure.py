@@ -1,0 +1,191 @@
+"""Side measurements behind the README's performance notes and the full fine-tuning lr.
+
+`star bench` gives the headline figures; these are the one-off experiments that explain
+them. Each prints its figures; timings compare only within one run on one machine.
+
+    .venv/bin/python scripts/measure.py scoring-profile    # where a scoring pass spends its time; LoRA branch cost
+    .venv/bin/python scripts/measure.py training-profile   # where a LoRA step spends its time; eager vs sdpa attention
+    .venv/bin/python scripts/measure.py mc-dropout         # 3 MC passes with real dropout masks vs identity (1 thread)
+    .venv/bin/python scripts/measure.py train-prefix       # a BoolQ step with and without the shared-prefix cache
+    .venv/bin/python scripts/measure.py compile            # torch.compile(dynamic=True) on a scoring pass (minutes)
+    .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
+
+Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
+"""
+
+import argparse
+import os
+import random
+import time
+
+import torch
+
+from star_al.backbones import load_backbone
+from star_al.batching import encode_pair, left_pad
+from star_al.evaluation import evaluate
+from star_al.hardware import choose_placement
+from star_al.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
+from star_al.tasks import load_examples, load_task
+from star_al.training import (LoraSettings, TrainSettings, adapter_to_base_dtype, answer_loss, answer_only_batch,
+                              attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups, train_full,
+                              training_attention)
+
+DATA = os.environ.get("STAR_DATA_ROOT", "../shared/data")
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def scoring_adapter(backbone):
+    """A trained-looking r-64 adapter (B not zero), in eval mode and the base dtype, as in the bench."""
+    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.01)
+    model.eval()
+    adapter_to_base_dtype(model)
+    return model
+
+
+def scoring_profile(backbone):
+    task = load_task("boolq")
+    examples = load_examples(task, "train", data_root=DATA)[:96]
+    model, options = scoring_adapter(backbone), ScoringOptions(batch_size=32)
+    run = lambda: score_examples(model, backbone.tokenizer, task, examples, options)  # noqa: E731
+    print(f"one pass, adapter on: {best_of(run):.2f} s")
+    with model.disable_adapter():
+        print(f"one pass, adapter disabled: {best_of(run):.2f} s")
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def lora_step(backbone, task_name: str):
+    task = load_task(task_name)
+    examples = load_examples(task, "train", data_root=DATA)[:8]
+    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4)
+    model.train()
+    encoded = [encode_pair(backbone.tokenizer, ex.prompt, ex.target) for ex in examples]
+    *inputs, targets = answer_only_batch(encoded, backbone.tokenizer.pad_token_id, backbone.placement.device)
+
+    def step():
+        with autocast_context(model):
+            loss = answer_loss(model, *inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, step
+
+
+def training_profile(backbone):
+    from torch.profiler import ProfilerActivity, profile
+    for task_name in ("boolq", "sst2", "gsm8k"):
+        model, step = lora_step(backbone, task_name)
+        for _ in range(3):  # alternate, so that machine noise hits both
+            print(task_name, f"sdpa {best_of(step):.3f} s", end="; ")
+            with training_attention(model):
+                print(f"eager {best_of(step):.3f} s")
+        if task_name == "boolq":
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        detach_adapter(model)
+
+
+def mc_dropout(backbone):
+    torch.set_num_threads(1)
+    task = load_task("boolq")
+    examples = load_examples(task, "train", data_root=DATA)[:32]
+    model = scoring_adapter(backbone)
+    run = lambda passes: score_examples(model, backbone.tokenizer, task, examples, ScoringOptions(passes=passes))  # noqa: E731
+    print(f"one pass: {best_of(lambda: run(1), 1):.2f} s; 3 MC passes: {best_of(lambda: run(3), 1):.2f} s")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.forward = lambda x: x
+    print(f"3 passes with dropout replaced by identity: {best_of(lambda: run(3), 1):.2f} s")
+
+
+def train_prefix(backbone):
+    model, plain_step = lora_step(backbone, "boolq")
+    task = load_task("boolq")
+    encoded = [encode_pair(backbone.tokenizer, ex.prompt, ex.target)
+               for ex in load_examples(task, "train", data_root=DATA)[:8]]
+    *_, targets = answer_only_batch(encoded, backbone.tokenizer.pad_token_id, "cpu")
+    shared = shared_prefix_length([e.prompt_ids for e in encoded], [[0], [1]])
+    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4)
+
+    def prefix_step():  # the prefix once, with gradients through its cached keys and values
+        with autocast_context(model):
+            output = model(input_ids=torch.tensor([encoded[0].prompt_ids[:shared]]), use_cache=True, logits_to_keep=1)
+            cache = output.get(cache_argument())
+            cache.batch_repeat_interleave(len(encoded))
+            ids, mask, positions = left_pad([e.prompt_ids[shared:] + e.target_ids for e in encoded],
+                                            backbone.tokenizer.pad_token_id, "cpu")
+            mask = torch.cat([mask.new_ones(len(encoded), shared), mask], 1)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions + shared, use_cache=True,
+                           logits_to_keep=targets.shape[1] + 1, **{cache_argument(): cache}).logits[:, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                     targets.reshape(-1), ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"shared prefix: {shared} tokens")
+    with training_attention(model):
+        for _ in range(3):
+            print(f"plain step {best_of(plain_step):.3f} s; prefix step {best_of(prefix_step):.3f} s")
+
+
+def compile_scoring(backbone):
+    task = load_task("boolq")
+    examples = load_examples(task, "train", data_root=DATA)[:32]
+    model = scoring_adapter(backbone)
+    run = lambda: score_examples(model, backbone.tokenizer, task, examples, ScoringOptions())  # noqa: E731
+    print(f"eager one pass: {best_of(run, 1):.2f} s")
+    inner = model.base_model.model.model
+    inner.forward = torch.compile(inner.forward, dynamic=True)
+    start = time.perf_counter()
+    run()
+    print(f"first compiled pass (compiles): {time.perf_counter() - start:.0f} s; "
+          f"compiled one pass: {best_of(run, 1):.2f} s")
+
+
+def full_ft_lr(backbone, rates):
+    task = load_task("sst2")
+    train = load_examples(task, "train", data_root=DATA)
+    test = load_examples(task, "test", data_root=DATA)[:300]
+    pool = random.Random(0).sample(train, 400)
+    for n in (16, 64):
+        for lr in rates:
+            model = full_copy(backbone.model)
+            train_full(model, backbone.model.dtype, backbone.tokenizer, task, pool[:n],
+                       TrainSettings(epochs=3, batch_size=8, learning_rate=lr), 0, desc=None)
+            _, summary = evaluate(model, backbone.tokenizer, task, test, 32, desc=None)
+            print(f"{n} labels, lr {lr:g}: accuracy {summary['accuracy']:.3f}", flush=True)
+            del model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["scoring-profile", "training-profile", "mc-dropout", "train-prefix",
+                                         "compile", "full-ft-lr"])
+    parser.add_argument("rates", nargs="*", type=float, default=[1e-4, 3e-5, 1e-5])
+    args = parser.parse_args()
+    backbone = load_backbone("smollm2-135m", choose_placement(None, None))
+    if args.what == "full-ft-lr":
+        full_ft_lr(backbone, args.rates)
+    else:
+        {"scoring-profile": scoring_profile, "training-profile": training_profile, "mc-dropout": mc_dropout,
+         "train-prefix": train_prefix, "compile": compile_scoring}[args.what](backbone)
+
+
+if __name__ == "__main__":
+    main()
