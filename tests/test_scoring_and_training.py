@@ -202,30 +202,9 @@ def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exa
     np.testing.assert_array_equal(again[0], unmerged[0])
 
 
-def test_bit_dropout_keeps_the_dropout_distribution_and_is_identity_in_eval():
-    from star_al.training import BitDropout
-
-    torch.manual_seed(0)
-    x = torch.ones(400, 1000)
-    layer = BitDropout(0.1).train()
-    out = layer(x)
-    kept = out != 0
-    assert abs(float(kept.float().mean()) - 0.9) < 0.003
-    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.9), rtol=1e-4)
-    assert abs(float(out.mean()) - 1.0) < 0.005  # unbiased, as nn.Dropout
-    assert not torch.equal(layer(x), out)
-    torch.manual_seed(0)
-    assert torch.equal(layer(x), out)  # seeded
-    x.requires_grad_(True)
-    out = layer(x)
-    out.sum().backward()
-    assert torch.equal(x.grad != 0, out != 0)  # gradients flow through the kept values only
-    assert torch.equal(layer.eval()(x), x)
-
-
 def test_fresh_adapters_use_bit_dropout_and_mc_passes_switch_it_on(tiny_backbone):
     from star_al.scoring import lora_dropout_active
-    from star_al.training import BitDropout
+    from star_al.fast_lora import BitDropout
 
     model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.2), seed=0)
     dropouts = [m for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]

@@ -123,7 +123,7 @@ def naive_scores(model, tokenizer, task, examples, passes: int = 1) -> np.ndarra
 
 def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
     """A plain fp32 transformers loop: full logits, HF's label-masked loss, PEFT defaults."""
-    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0, fast_dropout=False)
+    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0, fast=False)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     peft_model.train()
     tokenizer.padding_side = "right"
@@ -221,7 +221,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
 
     # The naive reference: on the fp32 model, with the same adapter weights, dropout off.
     naive_set = examples[:naive_examples]
-    fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0)
+    fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0, fast=False)
     fp32_peft.load_state_dict({k: v.float() for k, v in peft_model.state_dict().items()}, strict=False)
     fp32_peft.eval()
     naive_time, naive = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)

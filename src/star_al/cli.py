@@ -233,9 +233,10 @@ def load_adapter(model, adapter_dir: str):
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise StarError(f"adapter {adapter_dir}: no adapter_config.json there")
-    from star_al.training import adapter_to_base_dtype, use_bit_dropout
+    from star_al.fast_lora import use_fast_lora
+    from star_al.training import adapter_to_base_dtype
 
-    peft_model = use_bit_dropout(PeftModel.from_pretrained(model, adapter_dir))
+    peft_model = use_fast_lora(PeftModel.from_pretrained(model, adapter_dir))
     peft_model.eval()
     adapter_to_base_dtype(peft_model)
     return peft_model

@@ -25,10 +25,11 @@ from star_al.acquisition import Query, lambda_at, make_strategy
 from star_al.config import RunConfig
 from star_al.errors import StarError
 from star_al.evaluation import evaluate, write_predictions
+from star_al.fast_lora import use_fast_lora
 from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.scoring import ScoringOptions, Scores, score_examples
 from star_al.training import (adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, full_copy,
-                              train_adapter, train_full, use_bit_dropout)
+                              train_adapter, train_full)
 
 
 class AwaitingLabels(StarError):
@@ -269,7 +270,7 @@ class ActiveLearningRun:
         for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
             marker = candidate / "star_round.json"
             if marker.is_file() and json.loads(marker.read_text())["round"] == round_index:
-                self.model = use_bit_dropout(PeftModel.from_pretrained(self.backbone.model, candidate))
+                self.model = use_fast_lora(PeftModel.from_pretrained(self.backbone.model, candidate))
                 self.model.eval()
                 adapter_to_base_dtype(self.model)
                 if candidate.name == "adapter.next":

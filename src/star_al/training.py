@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from star_al.batching import encode_pair, left_pad
+from star_al.fast_lora import use_fast_lora
 
 ALL_LINEAR = "all-linear"
 
@@ -52,8 +53,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast_dropout: bool = True):
-    """Wrap the frozen base in a newly initialised LoRA adapter (seeded, no carry-over)."""
+def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast: bool = True):
+    """Wrap the frozen base in a newly initialised LoRA adapter (seeded, no carry-over).
+
+    `fast` gives it `use_fast_lora`'s forward and dropout; False keeps PEFT's own (the
+    plain reference the bench compares with).
+    """
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -64,42 +69,7 @@ def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast_dropout: boo
     with warnings.catch_warnings():  # PEFT asks a transformers 5 model a deprecated question
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, config)
-    return use_bit_dropout(peft_model) if fast_dropout else peft_model
-
-
-class BitDropout(torch.nn.Dropout):
-    """LoRA input dropout that draws its CPU keep-masks from 64-bit random words, 15 bits each.
-
-    Same distribution as nn.Dropout (keep with probability 1 - p, kept values scaled by
-    1 / (1 - p), p rounded to a multiple of 2^-15), but torch's CPU bernoulli costs about
-    three times as much per value, and LoRA dropout runs on every projection input: it was
-    the largest cost of an MC-dropout pass and a fifth of a training step. On GPUs the
-    fused nn.Dropout kernel is already fast and is used as is.
-    """
-
-    BITS = 15
-
-    def forward(self, x):
-        if not self.training or self.p == 0 or x.device.type != "cpu":
-            return super().forward(x)
-        threshold = round(self.p * 2 ** self.BITS)
-        n = x.numel()
-        words = torch.empty(n // 4 + 1, dtype=torch.int64).random_()
-        bits = words.view(torch.int16)[:n].view(x.shape) & (2 ** self.BITS - 1)
-        return torch.where(bits >= threshold, x, 0).mul_(1 / (1 - threshold / 2 ** self.BITS))
-
-
-def use_bit_dropout(peft_model):
-    """Swap the adapter's nn.Dropout modules for BitDropout with the same p (in place)."""
-    for module in list(peft_model.modules()):
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            for name, dropout in dropouts.items():
-                if type(dropout) is torch.nn.Dropout:
-                    swapped = BitDropout(dropout.p)
-                    swapped.train(dropout.training)
-                    dropouts[name] = swapped
-    return peft_model
+    return use_fast_lora(peft_model) if fast else peft_model
 
 
 def detach_adapter(peft_model):
