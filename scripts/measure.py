@@ -26,7 +26,7 @@ from star_al.evaluation import evaluate
 from star_al.hardware import choose_placement
 from star_al.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
 from star_al.tasks import load_examples, load_task
-from star_al.training import (LoraSettings, TrainSettings, adapter_to_base_dtype, answer_loss, answer_only_batch,
+from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_loss, answer_only_batch,
                               attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups, train_full,
                               training_attention)
 
@@ -72,7 +72,7 @@ def lora_step(backbone, task_name: str):
     task = load_task(task_name)
     examples = load_examples(task, "train", data_root=DATA)[:8]
     model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4)
+    optimizer = adamw(optimizer_groups(model, 0.5), lr=1e-4)
     model.train()
     encoded = [encode_pair(backbone.tokenizer, ex.prompt, ex.target) for ex in examples]
     *inputs, targets = answer_only_batch(encoded, backbone.tokenizer.pad_token_id, backbone.placement.device)
@@ -121,7 +121,7 @@ def train_prefix(backbone):
                for ex in load_examples(task, "train", data_root=DATA)[:8]]
     *_, targets = answer_only_batch(encoded, backbone.tokenizer.pad_token_id, "cpu")
     shared = shared_prefix_length([e.prompt_ids for e in encoded], [[0], [1]])
-    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4)
+    optimizer = adamw(optimizer_groups(model, 0.5), lr=1e-4)
 
     def prefix_step():  # the prefix once, with gradients through its cached keys and values
         with autocast_context(model):

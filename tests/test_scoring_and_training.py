@@ -313,3 +313,24 @@ def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_k
     for grad, plain in zip(grads, plain_grads):
         torch.testing.assert_close(grad, plain, rtol=1e-4, atol=1e-6)
     detach_adapter(peft_model)
+
+
+def test_adamw_is_fused_on_cpu_and_makes_the_plain_adamw_update():
+    from star_al.training import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(4, 6)), torch.nn.Parameter(torch.randn(6, 4))]
+    twins = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    starts = [w.detach().clone() for w in weights]
+    groups = lambda ws: [{"params": ws[:1], "weight_decay": 0.5}, {"params": ws[1:], "weight_decay": 0.0}]  # noqa: E731
+    fused, plain = adamw(groups(weights), lr=1e-2), torch.optim.AdamW(groups(twins), lr=1e-2)
+    assert fused.defaults["fused"] is True
+    for _ in range(3):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((weights, fused), (twins, plain)):
+            for param, grad in zip(params, grads):
+                param.grad = grad.clone()
+            optimizer.step()
+    for weight, twin, start in zip(weights, twins, starts):
+        assert not torch.equal(weight, start)
+        torch.testing.assert_close(weight, twin, rtol=1e-6, atol=1e-7)

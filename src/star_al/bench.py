@@ -25,7 +25,7 @@ import torch
 from star_al.batching import encode_pair, encode_prompt, length_buckets
 from star_al.hardware import cpu_bf16_is_fast
 from star_al.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
-from star_al.training import (LoraSettings, TrainSettings, adapter_to_base_dtype, answer_loss,
+from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_loss,
                               answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
                               optimizer_groups, training_attention)
 
@@ -149,7 +149,7 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
 def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batch_size: int) -> tuple[float, int]:
     """Our step: bf16 autocast where fast, LoRA fp32, logits only at the answer positions."""
     peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
-    optimizer = torch.optim.AdamW(optimizer_groups(peft_model, 0.5), lr=1e-4)
+    optimizer = adamw(optimizer_groups(peft_model, 0.5), lr=1e-4)
     peft_model.train()
     encoded = [encode_pair(tokenizer, ex.prompt, ex.target) for ex in examples[:batch_size]]
     *inputs, targets = answer_only_batch(encoded, tokenizer.pad_token_id, next(model.parameters()).device)

@@ -112,9 +112,11 @@ def _lora_linear_class():
             else:
                 h = dropout(x)
             down = torch.nn.functional.linear(h, self.lora_A[name].weight)
-            out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]),
-                              self.lora_B[name].weight.t(), alpha=scale)
-            return out.view(result.shape)
+            up = self.lora_B[name].weight.to(result.dtype)  # in-place ops skip autocast's cast
+            # In place: an out-of-place addmm first copies W x, as large as the matmul's output.
+            result.view(-1, result.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]).to(result.dtype), up.t(),
+                                                     alpha=scale)
+            return result
 
     return Linear, FastLoraLinear
 

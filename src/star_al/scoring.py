@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from star_al.batching import encode_pair, encode_prompt, left_pad, length_buckets
 from star_al.errors import StarError
-from star_al.uncertainty import token_entropy, token_nll
+from star_al.uncertainty import logprob_entropy, token_entropy, token_nll
 
 
 @dataclass
@@ -200,7 +200,7 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
         logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         label_logprobs[:, batch] = logprobs[..., label_index.to(logits.device)].cpu().double().numpy()
-        entropy[:, batch] = token_entropy(logits).cpu().double().numpy()
+        entropy[:, batch] = logprob_entropy(logprobs).cpu().double().numpy()
     return label_logprobs, entropy
 
 

@@ -11,7 +11,11 @@ import torch
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """H(p(. | s_<i, x)) = -sum_v p(v) log p(v) over the whole vocabulary (METHOD.md 2, ME)."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return logprob_entropy(torch.log_softmax(logits.float(), dim=-1))
+
+
+def logprob_entropy(logprobs: torch.Tensor) -> torch.Tensor:
+    """The same entropy from log-probabilities already at hand (saves a vocabulary-wide softmax)."""
     return -(logprobs.exp() * logprobs).sum(dim=-1)
 
 
