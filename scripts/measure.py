@@ -108,9 +108,16 @@ def mc_dropout(backbone):
     model = scoring_adapter(backbone)
     run = lambda passes: score_examples(model, backbone.tokenizer, task, examples, ScoringOptions(passes=passes))  # noqa: E731
     print(f"one pass: {best_of(lambda: run(1), 1):.2f} s; 3 MC passes: {best_of(lambda: run(3), 1):.2f} s")
+
+    class KeepAll(torch.nn.Dropout):  # still "dropout on" for the scoring code, but draws no mask
+        def forward(self, x):
+            return x
+
     for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.forward = lambda x: x
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name in dropouts:
+                dropouts[name] = KeepAll(dropouts[name].p)
     print(f"3 passes with dropout replaced by identity: {best_of(lambda: run(3), 1):.2f} s")
 
 

@@ -71,6 +71,7 @@ def test_train_then_eval_with_the_saved_adapter(tmp_path, data_root):
     (["eval", "--task", "sst2", "--model", "/no/such/model.gguf"], "not found"),
     (["eval", "--task", "sst2", "--bogus-option"], "unrecognized arguments"),
     (["run", "--task", "sst2", "--strategy", "me+magic", "--preset", "smoke"], "unknown component"),
+    (["bench", "--repeats", "0"], "--repeats must be at least 1"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(args, needle, data_root):
     result = star(*args, "--data-root", str(data_root), check=False)

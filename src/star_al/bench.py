@@ -87,20 +87,29 @@ def lora_weights(peft_model) -> int:
 
 
 def _timed(fn, warmup: bool = True, device: str = "cpu", repeats: int = 1):
-    """Best wall time of `repeats` calls (after one warm-up call unless told otherwise), and a result.
-
-    The best of several is the figure least disturbed by whatever else the machine does.
-    """
-    if warmup:
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        result = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    """Best wall time of `repeats` calls (after one warm-up call unless told otherwise), and a result."""
+    (best,), (result,) = _taking_turns([fn], repeats, device, warmup)
     return best, result
+
+
+def _taking_turns(fns, rounds: int, device: str = "cpu", warmup: bool = True):
+    """Best wall time of each of `fns` over `rounds` rounds in which they take turns, and
+    each one's last result.
+
+    The best of several is the figure least disturbed by whatever else the machine does,
+    and taking turns puts both sides of a ratio under the same conditions: on a shared
+    machine the speed drifts by 20% within a minute.
+    """
+    results = [fn() for fn in fns] if warmup else [None] * len(fns)
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for index, fn in enumerate(fns):
+            _sync(device)
+            start = time.perf_counter()
+            results[index] = fn()
+            _sync(device)
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best, results
 
 
 @torch.inference_mode()
@@ -169,7 +178,7 @@ def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batc
 
 def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, passes: int = 3,
               train_steps: int = 3, train_batch: int = 8, naive_examples: int = 24,
-              max_new_tokens: int = 64, peak_seconds: float = 1.0, log=print) -> dict:
+              max_new_tokens: int = 64, peak_seconds: float = 1.0, repeats: int = 3, log=print) -> dict:
     """Measure everything side by side; returns the flat figure dict `star bench --json` prints."""
     tokenizer = backbone.tokenizer
     device = backbone.placement.device
@@ -195,10 +204,11 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     adapter_to_base_dtype(peft_model)
     computed_tokens = sum(lengths) - shared * (len(lengths) - 1)
     lora_flops_per_token = 2 * lora_weights(peft_model)
-    one_pass, fast = timed(lambda: score_examples(peft_model, tokenizer, task, examples, options), repeats=3)
     torch.manual_seed(0)
-    mc_time, _ = timed(lambda: score_examples(peft_model, tokenizer, task, examples,
-                                               replace(options, passes=passes)), repeats=3)
+    (one_pass, mc_time), (fast, _) = _taking_turns(
+        [lambda: score_examples(peft_model, tokenizer, task, examples, options),
+         lambda: score_examples(peft_model, tokenizer, task, examples, replace(options, passes=passes))],
+        rounds=repeats, device=device)
     figures = {
         "peak_dtype": peak_dtype, "bf16_fast": bf16_fast, "matmul_gflops_fp32": fp32_peak,
         "matmul_gflops_bf16": bf16_peak, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -248,10 +258,11 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     gc.collect()
 
     # Training: our step against the plain fp32 loop, same examples and batch.
-    ours_step, ours_tokens = our_training_step_seconds(backbone.model, tokenizer, task, examples,
-                                                       train_steps, train_batch)
-    plain_step, plain_tokens = plain_training_step_seconds(fp32_backbone.model, tokenizer, examples,
-                                                           train_steps, train_batch)
+    # A fresh adapter per turn: the fp32 model may be the base itself, which takes one at a time.
+    turns = [(our_training_step_seconds(backbone.model, tokenizer, task, examples, train_steps, train_batch),
+              plain_training_step_seconds(fp32_backbone.model, tokenizer, examples, train_steps, train_batch))
+             for _ in range(repeats)]
+    (ours_step, ours_tokens), (plain_step, plain_tokens) = (min(side) for side in zip(*turns))
     train_lengths = [len(encode_pair(tokenizer, ex.prompt, ex.target).prompt_ids) + 1
                      for ex in examples[:train_batch]]
     train_flops = 2 * forward_flops(shape, train_lengths, 2 * train_batch)

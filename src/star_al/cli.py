@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--train-batch", type=int, default=8)
     bn.add_argument("--gen-examples", type=int, default=8)
     bn.add_argument("--max-new-tokens", type=int, default=64)
+    bn.add_argument("--repeats", type=int, default=3,
+                    help="rounds in which the fast and plain paths take turns; each figure is the best (default 3)")
     bn.add_argument("--json", action="store_true", help="print one JSON object of all figures")
     return parser
 
@@ -447,6 +449,9 @@ def cmd_bench(args) -> None:
     from star_al.hardware import choose_placement
     from star_al.tasks import load_examples, load_task
 
+    for flag in ("examples", "passes", "train_steps", "train_batch", "repeats"):
+        if getattr(args, flag) < 1:
+            raise StarError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     root = data_root_from(args)
     task = load_task(args.task)
     examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:args.examples]
@@ -459,7 +464,8 @@ def cmd_bench(args) -> None:
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, passes=args.passes,
                         train_steps=args.train_steps, train_batch=args.train_batch,
-                        naive_examples=args.naive_examples, max_new_tokens=args.max_new_tokens, log=log)
+                        naive_examples=args.naive_examples, max_new_tokens=args.max_new_tokens,
+                        repeats=args.repeats, log=log)
     figures.update(model=args.model, task=task.name)
     if args.json:
         print(json.dumps(figures))
