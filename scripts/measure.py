@@ -66,6 +66,14 @@ def scoring_profile(backbone):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print_matmul_share(prof)
+
+
+def print_matmul_share(prof) -> None:
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmuls = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm_", "aten::addmm", "aten::bmm"))
+    print(f"matrix multiplies: {100 * matmuls / total:.0f}% of the profiled CPU time")
 
 
 def lora_step(backbone, task_name: str):
@@ -94,10 +102,11 @@ def training_profile(backbone):
             print(task_name, f"sdpa {best_of(step):.3f} s", end="; ")
             with training_attention(model):
                 print(f"eager {best_of(step):.3f} s")
-        if task_name == "boolq":
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+        if task_name == "boolq":  # our step, as training runs it (eager attention)
+            with training_attention(model), profile(activities=[ProfilerActivity.CPU]) as prof:
                 step()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            print_matmul_share(prof)
         detach_adapter(model)
 
 

@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--train-batch", type=int, default=8)
     bn.add_argument("--gen-examples", type=int, default=8)
     bn.add_argument("--max-new-tokens", type=int, default=64)
-    bn.add_argument("--repeats", type=int, default=3,
-                    help="rounds in which the fast and plain paths take turns; each figure is the best (default 3)")
+    bn.add_argument("--repeats", type=int, default=5,
+                    help="rounds in which the fast and plain paths take turns; each figure is the best (default 5)")
     bn.add_argument("--json", action="store_true", help="print one JSON object of all figures")
     return parser
 
