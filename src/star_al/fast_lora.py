@@ -16,7 +16,7 @@ import functools
 import numpy as np
 import torch
 
-_INT_OF_SIZE = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32), 8: (torch.int64, np.int64)}
+_INT_OF_SIZE = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def keep_bits(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
@@ -30,12 +30,11 @@ def keep_bits(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
     SFC64, seeded from torch's generator so that torch.manual_seed fixes the masks: it
     draws 64 bits about twice as fast as torch's CPU generator.
     """
-    torch_int, numpy_int = _INT_OF_SIZE[x.element_size()]
     width = 8 * x.element_size()
     n = x.numel()
     seed = int(torch.randint(0, 2 ** 62, (1,)))
     words = np.random.SFC64(seed).random_raw(-(-n * x.element_size() // 8))
-    bits = torch.from_numpy(words.view(numpy_int)[:n]).view(x.shape)
+    bits = torch.from_numpy(words.view(_INT_OF_SIZE[x.element_size()])[:n]).view(x.shape)
     dropped = round(p * 2 ** (width - 1))
     threshold = dropped - 2 ** (width - 2)
     bits.bitwise_right_shift_(1).neg_().add_(threshold - 1).bitwise_right_shift_(width - 1)
