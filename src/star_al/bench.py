@@ -241,11 +241,16 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
 
     # The naive reference: on the fp32 model, with the same adapter weights, dropout off.
     naive_set = examples[:naive_examples]
+    ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
+    adapter_weights = {k: v.float() for k, v in peft_model.state_dict().items() if "lora_" in k}
+    if fp32_backbone.model is backbone.model:  # an fp32 base: one adapter on it at a time
+        detach_adapter(peft_model)
     fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0, fast=False)
-    fp32_peft.load_state_dict({k: v.float() for k, v in peft_model.state_dict().items()}, strict=False)
+    missing = set(adapter_weights) - set(fp32_peft.state_dict())
+    assert not missing, f"adapter weights without a place in the fp32 model: {sorted(missing)[:3]}"
+    fp32_peft.load_state_dict(adapter_weights, strict=False)
     fp32_peft.eval()
     naive_time, naive = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
-    ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
     ours_fp32 = score_examples(fp32_peft, tokenizer, task, naive_set, options)
     with lora_dropout_active(fp32_peft):
         naive_mc_time, _ = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
@@ -264,7 +269,8 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         f"{figures['scoring_speedup_vs_naive']:.1f}x (MC {figures['mc_speedup_vs_naive']:.1f}x); "
         f"max |ME diff| fp32 path {figures['naive_max_abs_diff_fp32']:.2e}, "
         f"fast path {figures['naive_max_abs_diff_fast']:.2e}")
-    detach_adapter(peft_model)
+    if fp32_backbone.model is not backbone.model:
+        detach_adapter(peft_model)
     gc.collect()
 
     # Training: our step against the plain fp32 loop, same examples and batch.
