@@ -22,11 +22,13 @@ import torch
 
 from star_al.backbones import load_backbone
 from star_al.batching import encode_pair, left_pad
+from star_al.bench import our_training_step
 from star_al.evaluation import evaluate
+from star_al.fast_lora import replace_lora_dropout
 from star_al.hardware import choose_placement
 from star_al.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
 from star_al.tasks import load_examples, load_task
-from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_loss, answer_only_batch,
+from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_only_batch,
                               attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups, train_full,
                               training_attention)
 
@@ -77,20 +79,10 @@ def print_matmul_share(prof) -> None:
 
 
 def lora_step(backbone, task_name: str):
+    """Our LoRA step (the bench's) over 8 training examples of the task: (adapter model, step)."""
     task = load_task(task_name)
     examples = load_examples(task, "train", data_root=DATA)[:8]
-    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
-    optimizer = adamw(optimizer_groups(model, 0.5), lr=1e-4)
-    model.train()
-    encoded = [encode_pair(backbone.tokenizer, ex.prompt, ex.target) for ex in examples]
-    *inputs, targets = answer_only_batch(encoded, backbone.tokenizer.pad_token_id, backbone.placement.device)
-
-    def step():
-        with autocast_context(model):
-            loss = answer_loss(model, *inputs, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    model, step, _ = our_training_step(backbone.model, backbone.tokenizer, examples, 8)
     return model, step
 
 
@@ -122,11 +114,7 @@ def mc_dropout(backbone):
         def forward(self, x):
             return x
 
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            for name in dropouts:
-                dropouts[name] = KeepAll(dropouts[name].p)
+    replace_lora_dropout(model, KeepAll)
     print(f"3 passes with dropout replaced by identity: {best_of(lambda: run(3), 1):.2f} s")
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from star_al.batching import encode_pair, left_pad
-from star_al.fast_lora import BitDropout, drop_inputs, keep_bits
+from star_al.fast_lora import BitDropout, drop_inputs, keep_bits, replace_lora_dropout
 from star_al.scoring import lora_dropout_active, merged_adapter
 from star_al.tasks import load_examples, load_task
 from star_al.training import (LoraSettings, answer_loss, answer_only_batch, attach_fresh_adapter,
@@ -40,8 +40,6 @@ def test_keep_bits_follow_p_across_its_range():
 
 
 def test_bit_dropout_keeps_the_dropout_distribution_and_is_identity_in_eval():
-    from star_al.fast_lora import BitDropout
-
     torch.manual_seed(0)
     x = torch.ones(400, 1000)
     layer = BitDropout(0.1).train()
@@ -60,23 +58,19 @@ def test_bit_dropout_keeps_the_dropout_distribution_and_is_identity_in_eval():
     assert torch.equal(layer.eval()(x), x)
 
 
-
 def _twin_adapters(tiny_backbone_factory, dropout: float, base_dtype=torch.float32):
     """The same tiny model and adapter twice: PEFT's forward with BitDropout, and ours."""
     models = []
     for fast in (False, True):
         backbone = tiny_backbone_factory(0)
-        model = attach_fresh_adapter(backbone.model.to(base_dtype), LoraSettings(rank=4, alpha=8, dropout=dropout), seed=0,
-                                     fast=fast)
+        model = attach_fresh_adapter(backbone.model.to(base_dtype), LoraSettings(rank=4, alpha=8, dropout=dropout),
+                                     seed=0, fast=fast)
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 torch.manual_seed(len(name))
                 torch.nn.init.normal_(param, std=0.1)
-        for module in model.modules():
-            dropouts = getattr(module, "lora_dropout", None)
-            if not fast and isinstance(dropouts, torch.nn.ModuleDict):
-                for key in dropouts:
-                    dropouts[key] = BitDropout(dropout)
+        if not fast:
+            replace_lora_dropout(model, BitDropout)
         models.append(model)
     assert type(next(m for n, m in models[1].named_modules() if n.endswith("q_proj"))).__name__ == "FastLoraLinear"
     return backbone.tokenizer, models

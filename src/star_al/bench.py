@@ -25,7 +25,7 @@ import torch
 from star_al.batching import encode_pair, encode_prompt, length_buckets
 from star_al.hardware import cpu_bf16_is_fast
 from star_al.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
-from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_loss,
+from star_al.training import (LoraSettings, adamw, adapter_to_base_dtype, answer_loss,
                               answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
                               optimizer_groups, training_attention)
 
@@ -161,8 +161,11 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
     return seconds / steps, int(full.attention_mask.sum())
 
 
-def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batch_size: int) -> tuple[float, int]:
-    """Our step: bf16 autocast where fast, LoRA fp32, logits only at the answer positions."""
+def our_training_step(model, tokenizer, examples, batch_size: int):
+    """Our step: bf16 autocast where fast, LoRA fp32, logits only at the answer positions.
+
+    Returns (the model with a fresh adapter, a callable running one step, tokens per step).
+    """
     peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
     optimizer = adamw(optimizer_groups(peft_model, 0.5), lr=1e-4)
     peft_model.train()
@@ -176,10 +179,16 @@ def our_training_step_seconds(model, tokenizer, task, examples, steps: int, batc
         optimizer.step()
         optimizer.zero_grad()
 
+    return peft_model, step, sum(len(e.prompt_ids) + len(e.target_ids) for e in encoded)
+
+
+def our_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
+    """Seconds per step of `our_training_step` (eager attention on CPU, as training runs it), and its tokens."""
+    peft_model, step, tokens = our_training_step(model, tokenizer, examples, batch_size)
     with training_attention(peft_model):
-        seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(targets.device))
+        seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(next(model.parameters()).device))
     detach_adapter(peft_model)
-    return seconds / steps, sum(len(e.prompt_ids) + len(e.target_ids) for e in encoded)
+    return seconds / steps, tokens
 
 
 def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, passes: int = 3,
@@ -275,7 +284,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
 
     # Training: our step against the plain fp32 loop, same examples and batch.
     # A fresh adapter per turn: the fp32 model may be the base itself, which takes one at a time.
-    turns = [(our_training_step_seconds(backbone.model, tokenizer, task, examples, train_steps, train_batch),
+    turns = [(our_training_step_seconds(backbone.model, tokenizer, examples, train_steps, train_batch),
               plain_training_step_seconds(fp32_backbone.model, tokenizer, examples, train_steps, train_batch))
              for _ in range(repeats)]
     (ours_step, ours_tokens), (plain_step, plain_tokens) = (min(side) for side in zip(*turns))

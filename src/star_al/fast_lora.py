@@ -120,6 +120,18 @@ def _lora_linear_class():
     return Linear, FastLoraLinear
 
 
+def replace_lora_dropout(peft_model, make) -> None:
+    """Swap every LoRA dropout module (an nn.Dropout) for make(p), in its training mode (in place)."""
+    for module in list(peft_model.modules()):
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, dropout in dropouts.items():
+                if isinstance(dropout, torch.nn.Dropout):
+                    swapped = make(dropout.p)
+                    swapped.train(dropout.training)
+                    dropouts[name] = swapped
+
+
 def use_fast_lora(peft_model):
     """Give the adapter BitDropout and the fused forward (in place; same weights, same math).
 
@@ -129,11 +141,5 @@ def use_fast_lora(peft_model):
     for module in list(peft_model.modules()):
         if type(module) is linear:
             module.__class__ = fast_linear
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            for name, dropout in dropouts.items():
-                if type(dropout) is torch.nn.Dropout:
-                    swapped = BitDropout(dropout.p)
-                    swapped.train(dropout.training)
-                    dropouts[name] = swapped
+    replace_lora_dropout(peft_model, BitDropout)
     return peft_model
