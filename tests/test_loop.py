@@ -150,3 +150,15 @@ def test_full_finetuning_trains_every_weight_and_leaves_the_base_untouched(tiny_
 def test_full_finetuning_refuses_lora_only_components():
     with pytest.raises(StarError, match="needs a LoRA adapter"):
         smoke_config("me+star", finetune="full")
+
+
+def test_runs_in_one_process_leave_the_shared_base_untouched(tiny_backbone_factory, sst2_data, tmp_path):
+    """A sweep runs many configs on one backbone: the next run's base scores are the base's."""
+    backbone = tiny_backbone_factory(0)
+    run(smoke_config("random"), backbone, sst2_data, tmp_path / "first")
+    assert not any("lora_" in name for name, _ in backbone.model.named_parameters())
+    after_a_run = run(smoke_config("me+star"), backbone, sst2_data, tmp_path / "second")
+    alone = run(smoke_config("me+star"), tiny_backbone_factory(0), sst2_data, tmp_path / "alone")
+    np.testing.assert_allclose(load_npz(tmp_path / "second" / "base_scores.npz")["me"],
+                               load_npz(tmp_path / "alone" / "base_scores.npz")["me"], rtol=1e-5)
+    assert without_timings(after_a_run) == without_timings(alone)

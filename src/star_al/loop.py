@@ -133,14 +133,17 @@ class ActiveLearningRun:
         if self.strategy.needs_scores and len(rounds) <= self.config.n_rounds:
             base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer,
                                     self.by_id, self.pool_ids, self.run_dir, self.cache_root)
-        if rounds and len(rounds) <= self.config.n_rounds:
-            self._load_last_adapter(len(rounds) - 1, rounds)
-        for round_index in range(len(rounds), self.config.n_rounds + 1):
-            record = self.run_round(round_index, rounds, base)
-            rounds.append(record)
-            _log(f"round {round_index}/{self.config.n_rounds}: {record['n_labeled']} labeled, "
-                 f"accuracy {100 * record['accuracy']:.2f}% "
-                 f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
+        try:
+            if rounds and len(rounds) <= self.config.n_rounds:
+                self._load_last_adapter(len(rounds) - 1, rounds)
+            for round_index in range(len(rounds), self.config.n_rounds + 1):
+                record = self.run_round(round_index, rounds, base)
+                rounds.append(record)
+                _log(f"round {round_index}/{self.config.n_rounds}: {record['n_labeled']} labeled, "
+                     f"accuracy {100 * record['accuracy']:.2f}% "
+                     f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
+        finally:
+            self._release_adapter()
         return rounds
 
     def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
@@ -243,6 +246,16 @@ class ActiveLearningRun:
         settings = replace(config.train, b_decay=config.b_decay)
         return train_adapter(self.model, self.backbone.tokenizer, self.task, labeled, settings, seed,
                              desc=desc)
+
+    def _release_adapter(self):
+        """Take this run's LoRA adapter off the backbone (saved already, one per round).
+
+        PEFT injects an adapter into the base model's modules in place: left there, the next
+        run on the same backbone (a sweep) would score its "base" model through it.
+        """
+        if self.config.finetune == "lora" and self.model is not self.backbone.model:
+            detach_adapter(self.model)
+            self.model = self.backbone.model
 
     def _save_adapter(self, round_index):
         if self.config.finetune == "full":
