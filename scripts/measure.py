@@ -7,6 +7,7 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py training-profile   # where a LoRA step spends its time; eager vs sdpa attention
     .venv/bin/python scripts/measure.py mc-dropout         # 3 MC passes with real dropout masks vs identity (1 thread)
     .venv/bin/python scripts/measure.py train-prefix       # a BoolQ step with and without the shared-prefix cache
+    .venv/bin/python scripts/measure.py kernels            # dropout masks, random words and AdamW: torch's way and ours
     .venv/bin/python scripts/measure.py compile            # torch.compile(dynamic=True) on a scoring pass (minutes)
     .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
 
@@ -177,10 +178,40 @@ def full_ft_lr(backbone, rates):
             del model
 
 
+def kernels(backbone):
+    """Per-value cost of LoRA dropout masks and per-word cost of random words, on a BoolQ
+    MC batch's LoRA input (96 rows x 24 tokens x 576, bf16), and one AdamW step over the
+    r-64 adapter: torch's default against ours."""
+    import numpy as np
+
+    from star_al.fast_lora import drop_inputs
+
+    x = torch.randn(96, 24, 576).to(backbone.model.dtype)
+    keep = torch.rand(x.shape) > 0.1
+    words = torch.empty(x.numel() // 4, dtype=torch.int64)
+    per_value = lambda fn: 1e9 * best_of(fn, 20) / x.numel()  # noqa: E731
+    per_word = lambda fn: 1e9 * best_of(fn, 20) / words.numel()  # noqa: E731
+    print(f"dropout mask, ns per value: nn.functional.dropout {per_value(lambda: torch.nn.functional.dropout(x, 0.1)):.2f}"
+          f" (torch.where alone {per_value(lambda: torch.where(keep, x, 0)):.2f}); "
+          f"ours (drop_inputs) {per_value(lambda: drop_inputs(x, 0.1)):.2f}")
+    generator = np.random.SFC64(0)
+    print(f"random 64-bit words, ns each: torch random_ {per_word(lambda: words.random_(-2 ** 63, 2 ** 63 - 1)):.2f}; "
+          f"NumPy SFC64 {per_word(lambda: generator.random_raw(words.numel())):.2f}")
+    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.grad = torch.randn_like(param)
+    tensors = sum(p.requires_grad for p in model.parameters())
+    plain, fused = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4), adamw(optimizer_groups(model, 0.5), lr=1e-4)
+    print(f"AdamW step over the {tensors} adapter tensors: torch default {1e3 * best_of(plain.step, 10):.1f} ms; "
+          f"ours (fused) {1e3 * best_of(fused.step, 10):.1f} ms")
+    detach_adapter(model)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["scoring-profile", "training-profile", "mc-dropout", "train-prefix",
-                                         "compile", "full-ft-lr"])
+                                         "kernels", "compile", "full-ft-lr"])
     parser.add_argument("rates", nargs="*", type=float, default=[1e-4, 3e-5, 1e-5])
     args = parser.parse_args()
     backbone = load_backbone("smollm2-135m", choose_placement(None, None))
@@ -188,7 +219,7 @@ def main():
         full_ft_lr(backbone, args.rates)
     else:
         {"scoring-profile": scoring_profile, "training-profile": training_profile, "mc-dropout": mc_dropout,
-         "train-prefix": train_prefix, "compile": compile_scoring}[args.what](backbone)
+         "train-prefix": train_prefix, "kernels": kernels, "compile": compile_scoring}[args.what](backbone)
 
 
 if __name__ == "__main__":
