@@ -75,9 +75,12 @@ def measure_scores(scores: Scores, measure: str, pe_mode: str) -> np.ndarray:
     return scores.pe
 
 
+BASE_SCORES_VERSION = 2  # 2: entries written before a run released its adapter may hold tuned scores
+
+
 def base_cache_key(config: RunConfig, pool_ids: np.ndarray) -> str:
     """Base scores depend on the model, the task, the pool and how prompts are cut."""
-    key = json.dumps([config.model, config.task, config.data_dir, config.lora.target_modules,
+    key = json.dumps([BASE_SCORES_VERSION, config.model, config.task, config.data_dir, config.lora.target_modules,
                       config.train.max_prompt_tokens, pool_ids.tolist()])
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
