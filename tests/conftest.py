@@ -67,3 +67,24 @@ def tiny_backbone_factory(data_root):
 @pytest.fixture
 def tiny_backbone(tiny_backbone_factory):
     return tiny_backbone_factory(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_backbone_factory, tmp_path_factory) -> Path:
+    """The tiny Llama saved as a Hugging Face model directory, for `star --model DIR` in-process."""
+    backbone = tiny_backbone_factory(0)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def sst2_folder(data_root, tmp_path) -> Path:
+    """A small sst2 data folder (60 train, 10 dev sentences) that a test may edit."""
+    folder = tmp_path / "sst2-data"
+    folder.mkdir()
+    source = Path(data_root) / "sst2"
+    (folder / "train.jsonl").write_text("".join((source / "train.jsonl").read_text().splitlines(True)[:60]))
+    (folder / "dev.jsonl").write_text("".join((source / "dev.jsonl").read_text().splitlines(True)[:10]))
+    return folder

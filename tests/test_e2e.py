@@ -78,3 +78,19 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(args, needle, data_root
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_a_damaged_cached_model_is_dequantized_again(tmp_path, capsys):
+    import torch
+
+    from star_al.backbones import load_backbone
+    from star_al.hardware import Placement
+
+    placement = Placement("cpu", torch.float32, "test")
+    first = load_backbone("smollm2-135m", placement, tmp_path)
+    weights = Path(first.path) / "model.safetensors"
+    expected = first.model.model.embed_tokens.weight[:3].clone()
+    weights.write_bytes(weights.read_bytes()[:1000])
+    second = load_backbone("smollm2-135m", placement, tmp_path)
+    assert "damaged cached model" in capsys.readouterr().err
+    assert torch.equal(second.model.model.embed_tokens.weight[:3], expected)

@@ -92,6 +92,8 @@ class StrategySpec:
 
     @classmethod
     def parse(cls, name: str) -> "StrategySpec":
+        if not isinstance(name, str):
+            raise StarError(f"strategy must be a name such as me+star, got {name!r}")
         parts = [part.strip().lower() for part in name.split("+")]
         measure, switches = parts[0], parts[1:]
         if measure not in MEASURES:
@@ -106,6 +108,13 @@ class StrategySpec:
                                 f"choose from {sorted(SWITCHES)}")
             on.update(SWITCHES[switch])
         return cls(measure, "dynamic" in on, "mc" in on, "l2" in on)
+
+    @property
+    def name(self) -> str:
+        """The canonical recipe name: lower case, components in one order, all three as +star."""
+        on = [switch for switch, flag in (("dynamic", self.dynamic), ("mc", self.mc_dropout),
+                                          ("l2", self.l2_on_b)) if flag]
+        return "+".join([self.measure, *(["star"] if len(on) == 3 else on)])
 
     def __str__(self) -> str:
         if self.measure == "random":

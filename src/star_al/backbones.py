@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +151,17 @@ def load_backbone(spec: str, placement: Placement, cache_root: Path | None = Non
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype)
-    except (OSError, ValueError) as error:
-        raise StarError(f"cannot load model {spec!r} (tried {where}): "
-                        f"{str(error).splitlines()[0]}") from error
+    except Exception as error:  # transformers and safetensors raise many kinds for a damaged folder
+        cached = cache_root / "models"
+        if Path(where).parent.resolve() != cached.resolve():
+            raise StarError(f"cannot load model {spec!r} (tried {where}): "
+                            f"{str(error).splitlines()[0]}") from error
+        # Our own de-quantized copy is damaged: drop it and de-quantize again.
+        print(f"{where}: damaged cached model ({type(error).__name__}): de-quantizing again", file=sys.stderr)
+        shutil.rmtree(where, ignore_errors=True)
+        where = resolve_model_dir(spec, cache_root)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype)
     return prepare(spec, where, model, tokenizer, placement)
 
 

@@ -215,13 +215,17 @@ def cmd_eval(args) -> None:
     from star_al.evaluation import evaluate, write_predictions
     from star_al.run_state import write_text_atomic
 
+    _check_positive(args, "batch_size")
     task, examples = _load_task_and_split(args, "test", args.limit)
+    out = Path(args.out or f"out/eval-{task.name}")
+    check_writable_dir(out)
+    if args.adapter:
+        check_adapter_dir(args.adapter)
     backbone = _load_backbone(args)
     model = backbone.model
     if args.adapter:
         model = load_adapter(model, args.adapter)
     scores, summary = evaluate(model, backbone.tokenizer, task, examples, args.batch_size)
-    out = Path(args.out or f"out/eval-{task.name}")
     write_predictions(scores, out / "predictions.jsonl")
     write_text_atomic(out / "summary.json", json.dumps(
         {"task": task.name, "model": args.model, "adapter": args.adapter, **summary}, indent=2) + "\n")
@@ -229,16 +233,60 @@ def cmd_eval(args) -> None:
     print(f"predictions: {out / 'predictions.jsonl'}")
 
 
+def _check_positive(args, *names) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise StarError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def check_writable_dir(path: Path) -> None:
+    """Fail before any work when the output folder cannot be written (a file, read-only, full)."""
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise StarError(f"--out {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise StarError(f"--out {path} cannot be written: {error.strerror or error}") from error
+
+
+def check_adapter_dir(adapter_dir: str) -> None:
+    """An adapter directory must hold a readable adapter_config.json and the weights beside it."""
+    folder = Path(adapter_dir)
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise StarError(f"adapter {adapter_dir}: no adapter_config.json there")
+    try:
+        value = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StarError(f"adapter {config}: not valid JSON ({getattr(error, 'msg', error)})") from error
+    if not isinstance(value, dict) or "peft_type" not in value:
+        raise StarError(f"adapter {config}: not a PEFT adapter config (no peft_type)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise StarError(f"adapter {adapter_dir}: no adapter_model.safetensors there "
+                        "(adapters load from safetensors only, never pickles)")
+
+
 def load_adapter(model, adapter_dir: str):
     """Attach a saved PEFT adapter to the base model, for evaluation."""
     from peft import PeftModel
 
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise StarError(f"adapter {adapter_dir}: no adapter_config.json there")
+    check_adapter_dir(adapter_dir)
     from star_al.fast_lora import use_fast_lora
     from star_al.training import adapter_to_base_dtype
 
-    peft_model = use_fast_lora(PeftModel.from_pretrained(model, adapter_dir))
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter_dir)
+    except Exception as error:  # PEFT raises many kinds for a damaged or mismatched adapter
+        raise StarError(f"adapter {adapter_dir} does not load on this model "
+                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+    peft_model = use_fast_lora(peft_model)
     peft_model.eval()
     adapter_to_base_dtype(peft_model)
     return peft_model
@@ -277,6 +325,11 @@ def cmd_train(args) -> None:
     from star_al.run_state import write_text_atomic
     from star_al.training import attach_fresh_adapter, train_adapter
 
+    from star_al.config import check_settings
+
+    _check_positive(args, "batch_size")
+    if args.seed < 0:
+        raise StarError(f"--seed must be at least 0, got {args.seed}")
     task, test = _load_task_and_split(args, "test", args.limit)
     _, pool = _load_task_and_split(args, "train")
     if not 0 < args.n_train <= len(pool):
@@ -287,8 +340,13 @@ def cmd_train(args) -> None:
 
     lora = lora_settings_from(args)
     train = train_settings_from(args, TrainSettings(**task.training))
-    backbone = _load_backbone(args)
+    check_settings(lora, train)
     out = Path(args.out)
+    check_writable_dir(out)
+    backbone = _load_backbone(args)
+    from star_al.training import check_target_modules
+
+    check_target_modules(backbone.model, lora)
     summary = {"task": task.name, "model": args.model, "n_train": args.n_train, "seed": args.seed,
                "lora": asdict(lora), "train": asdict(train)}
     if not args.no_baseline:
@@ -348,7 +406,10 @@ def _execute_run(config, run_dir, args, backbone=None):
     from star_al.tasks import load_examples, load_task
 
     task = load_task(config.task)
-    data_dir = config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None
+    # --data given now wins (the run's data may have moved); the fingerprint check in the
+    # run refuses it if its content is not what the run started with.
+    data_dir = getattr(args, "data", None) or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir()
+                                               else None)
     root = data_root_from(args)
     pool = load_examples(task, "train", data_root=root, data_dir=data_dir)
     test = load_examples(task, "test", data_root=root, data_dir=data_dir)
@@ -523,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("star: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # disk full, read-only folder, permissions: the file and the reason
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"star: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,7 +13,83 @@ import yaml
 
 from star_al.acquisition import LAMBDA_SCHEDULES, StrategySpec
 from star_al.errors import StarError
-from star_al.training import LoraSettings, TrainSettings
+
+ALL_LINEAR = "all-linear"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The adapter: the paper's defaults (r 64, alpha 16, dropout 0.1, all projections; docs/method.md 6)."""
+
+    rank: int = 64
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
+
+    epochs: int = 3
+    batch_size: int = 8
+    learning_rate: float = 1.5e-4
+    b_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_prompt_tokens: int = 1024
+
+
+# Every numeric setting's kind and range, checked once where a config is built (flags,
+# YAML and presets alike): (kind, low, high, low allowed, high allowed, None allowed).
+NUMERIC_RULES = {
+    "seed": (int, 0, None, True, None, False),
+    "warm_start": (int, 1, None, True, None, False),
+    "query_size": (int, 1, None, True, None, False),
+    "n_rounds": (int, 0, None, True, None, False),
+    "pool_size": (int, 1, None, True, None, True),
+    "pool_subsample": (int, 0, None, True, None, True),      # 0 or None: score the whole pool
+    "test_limit": (int, 1, None, True, None, True),          # None: the whole test set
+    "mc_passes": (int, 1, None, True, None, False),
+    "b_decay_strength": (float, 0.0, None, True, None, False),
+    "score_batch_size": (int, 1, None, True, None, False),
+    "lora.rank": (int, 1, None, True, None, False),
+    "lora.alpha": (float, 0.0, None, False, None, False),
+    "lora.dropout": (float, 0.0, 1.0, True, False, False),   # 1 would drop the whole branch
+    "train.epochs": (int, 1, None, True, None, False),
+    "train.batch_size": (int, 1, None, True, None, False),
+    "train.learning_rate": (float, 0.0, None, False, None, False),
+    "train.b_decay": (float, 0.0, None, True, None, False),
+    "train.warmup_ratio": (float, 0.0, 1.0, True, False, False),
+    "train.max_prompt_tokens": (int, 1, None, True, None, False),
+}
+
+
+def check_number(name: str, value, rule) -> None:
+    """Raise a one-line StarError unless value is of the rule's kind and inside its range."""
+    kind, low, high, low_ok, high_ok, none_ok = rule
+    if value is None and none_ok:
+        return
+    allowed = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed) or value != value:
+        raise StarError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    too_low = low is not None and (value < low or (value == low and not low_ok))
+    too_high = high is not None and (value > high or (value == high and not high_ok))
+    if too_low or too_high:
+        bounds = f"{'at least' if low_ok else 'above'} {low}"
+        if high is not None:
+            bounds += f" and {'at most' if high_ok else 'below'} {high}"
+        raise StarError(f"{name} must be {bounds}, got {value!r}")
+
+
+def check_settings(lora: LoraSettings, train: TrainSettings) -> None:
+    """Check the adapter and optimisation settings (every command that trains uses these)."""
+    for name, rule in NUMERIC_RULES.items():
+        holder, _, key = name.partition(".")
+        if key:
+            check_number(name, getattr(lora if holder == "lora" else train, key), rule)
+    targets = lora.target_modules
+    if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise StarError(f"lora.target_modules must be a list of module names, got {list(targets)!r}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +116,12 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     finetune: str = "lora"              # or "full": every weight trained (the paper's Figure 1)
+    data_hash: str | None = None        # fingerprint of the train and test examples the run reads
+
+    def __post_init__(self):
+        # One name per strategy: "ME", "me + dynamic+mc+l2" and "me+star" are one recipe.
+        if isinstance(self.strategy, str):
+            object.__setattr__(self, "strategy", StrategySpec.parse(self.strategy).name)
 
     @property
     def spec(self) -> StrategySpec:
@@ -51,14 +133,15 @@ class RunConfig:
         return self.b_decay_strength if self.spec.l2_on_b else 0.0
 
     def validate(self) -> "RunConfig":
+        """Check every setting's kind and range; raises a one-line StarError on the first bad one."""
         self.spec  # parses the strategy name, raising on a bad one
-        positive = {"warm_start": self.warm_start, "query_size": self.query_size,
-                    "mc_passes": self.mc_passes, "score_batch_size": self.score_batch_size}
-        for key, value in positive.items():
-            if value < 1:
-                raise StarError(f"{key} must be at least 1, got {value}")
-        if self.n_rounds < 0:
-            raise StarError(f"n_rounds must be at least 0, got {self.n_rounds}")
+        for name, rule in NUMERIC_RULES.items():
+            if "." not in name:
+                check_number(name, getattr(self, name), rule)
+        check_settings(self.lora, self.train)
+        for name in ("task", "model", "lambda_schedule", "pe_mode", "finetune", "preset"):
+            if not isinstance(getattr(self, name), str):
+                raise StarError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise StarError(f"unknown lambda_schedule {self.lambda_schedule!r}; choose one of {LAMBDA_SCHEDULES}")
         if self.pe_mode not in ("label-free", "gold"):
@@ -82,11 +165,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         data = dict(data)
-        data["lora"] = LoraSettings(**{**data.get("lora", {}),
-                                       "target_modules": tuple(data.get("lora", {}).get("target_modules", ("all-linear",)))})
-        data["train"] = TrainSettings(**data.get("train", {}))
+        lora = data.get("lora") or {}
+        data["lora"] = LoraSettings(**{**lora, "target_modules": tuple(lora.get("target_modules", (ALL_LINEAR,)))})
+        data["train"] = TrainSettings(**(data.get("train") or {}))
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in known}).validate()
 
 
 # Paper protocol (METHOD.md 1 and 4), for GPUs; per-task sizes follow section 1.
@@ -134,11 +217,28 @@ def load_config_file(path: str) -> dict:
         raise StarError(f"config file {path}: not valid YAML ({str(error).splitlines()[0]})") from error
     if not isinstance(data, dict):
         raise StarError(f"config file {path}: expected a mapping of settings")
-    known = {f.name for f in fields(RunConfig)}
-    for key in data:
+    known = {f.name for f in fields(RunConfig)} - set(COMMAND_LINE_ONLY)
+    for key, value in data.items():
+        if key in COMMAND_LINE_ONLY:
+            raise StarError(f"config file {path}: {key!r} is given on the command line, not in the file")
         if key not in known:
             raise StarError(f"config file {path}: unknown key {key!r}")
+        if key in ("lora", "train"):
+            settings = {f.name for f in fields(LoraSettings if key == "lora" else TrainSettings)}
+            if not isinstance(value, dict):
+                raise StarError(f"config file {path}: {key!r} must be a mapping of {', '.join(sorted(settings))}")
+            for inner in value:
+                if inner not in settings:
+                    raise StarError(f"config file {path}: unknown key {key}.{inner!r}")
+            if "target_modules" in value and not isinstance(value["target_modules"], (list, str)):
+                raise StarError(f"config file {path}: lora.target_modules must be a list of module names")
+            if isinstance(value.get("target_modules"), str):
+                value["target_modules"] = [value["target_modules"]]
     return data
+
+
+# Settings that name the run itself (or are derived from the data) come from the command line.
+COMMAND_LINE_ONLY = ("task", "strategy", "seed", "preset", "data_dir", "data_hash")
 
 
 def merge(values: dict, overrides: dict) -> dict:
@@ -181,7 +281,14 @@ def resolve_config(task: str, strategy: str, preset: str, seed: int, file_values
     return config.validate()
 
 
-def identity(config_dict: dict) -> dict:
-    """The part of a config that decides results (all of it, today): used to refuse a mismatch."""
-    return {k: v for k, v in config_dict.items() if k not in ("data_dir",)}
+def identity(config_dict: dict, other: dict) -> dict:
+    """The part of a config that decides results, to compare with `other` (another run's).
+
+    The data is compared by content (`data_hash`), so a run directory can move between
+    machines whose data folders differ in path; only a config written before fingerprints
+    existed is compared by its data folder instead.
+    """
+    fingerprinted = config_dict.get("data_hash") is not None and other.get("data_hash") is not None
+    left_out = ("data_dir",) if fingerprinted else ("data_hash",)
+    return {k: v for k, v in config_dict.items() if k not in left_out}
 

@@ -9,6 +9,7 @@ matmul, never assumed.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ def choose_placement(device: str | None = None, dtype: str | None = None) -> Pla
     """CUDA when present, else CPU; bf16 where the hardware runs it fast, else fp32."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise StarError(f"unknown --device {device!r}; choose cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StarError(f"--device {device} asked for, but no CUDA device is available")
     if dtype is not None:

@@ -10,6 +10,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from star_al.acquisition import Query, lambda_at, make_strategy
 from star_al.config import RunConfig
@@ -28,8 +30,9 @@ from star_al.evaluation import evaluate, write_predictions
 from star_al.fast_lora import use_fast_lora
 from star_al.run_state import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.scoring import ScoringOptions, Scores, score_examples
-from star_al.training import (adapter_to_base_dtype, attach_fresh_adapter, detach_adapter, full_copy,
-                              train_adapter, train_full)
+from star_al.tasks import fingerprint
+from star_al.training import (adapter_to_base_dtype, attach_fresh_adapter, check_target_modules, detach_adapter,
+                              full_copy, train_adapter, train_full)
 
 
 class AwaitingLabels(StarError):
@@ -75,34 +78,63 @@ def measure_scores(scores: Scores, measure: str, pe_mode: str) -> np.ndarray:
     return scores.pe
 
 
-BASE_SCORES_VERSION = 2  # 2: entries written before a run released its adapter may hold tuned scores
+# 2: entries written before a run released its adapter may hold tuned scores.
+# 3: keyed by the pool examples' content and the weights' dtype, not the data folder's path.
+BASE_SCORES_VERSION = 3
+BASE_SCORE_KEYS = ("ids", "me", "pe", "pe_gold")
 
 
-def base_cache_key(config: RunConfig, pool_ids: np.ndarray) -> str:
-    """Base scores depend on the model, the task, the pool and how prompts are cut."""
-    key = json.dumps([BASE_SCORES_VERSION, config.model, config.task, config.data_dir, config.lora.target_modules,
-                      config.train.max_prompt_tokens, pool_ids.tolist()])
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+def base_cache_key(config: RunConfig, pool_examples, dtype) -> str:
+    """Base scores depend on the model and its dtype, the pool's content and how prompts are cut."""
+    key = json.dumps([BASE_SCORES_VERSION, config.model, str(dtype), config.task, config.train.max_prompt_tokens,
+                      fingerprint(pool_examples)])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Base scores from disk if the file is whole and covers exactly this pool; else None (and why)."""
+    if not path.is_file():
+        return None
+    try:
+        arrays = load_npz(path)
+    except StarError as error:
+        _log(f"{error}: dropped, computing the base scores again")
+        return None
+    whole = all(key in arrays and arrays[key].shape == pool_ids.shape for key in BASE_SCORE_KEYS)
+    if not whole or not np.array_equal(arrays["ids"], pool_ids) or \
+            not all(np.isfinite(arrays[key]).all() for key in BASE_SCORE_KEYS[1:]):
+        _log(f"{path}: not this pool's base scores: dropped, computing them again")
+        return None
+    return arrays
 
 
 def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: RunDir,
-                     cache_root: Path | None) -> dict[str, np.ndarray]:
-    """The frozen base model's ME/PE over the whole pool: computed once, then read from disk."""
-    if run_dir.base_scores_path.is_file():
-        return load_npz(run_dir.base_scores_path)
-    shared = cache_root / "base-scores" / f"{base_cache_key(config, pool_ids)}.npz" if cache_root else None
-    if shared is not None and shared.is_file():
-        shutil.copyfile(shared, run_dir.base_scores_path)
-        return load_npz(run_dir.base_scores_path)
-    options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=True,
-                             max_prompt_tokens=config.train.max_prompt_tokens)
-    scores = score_examples(model, tokenizer, task, [by_id[i] for i in pool_ids], options,
-                            desc="score pool (base model)")
-    arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0], "pe_gold": scores.pe_gold[0]}
-    write_npz_atomic(run_dir.base_scores_path, **arrays)
-    if shared is not None:
+                     cache_root: Path | None, dtype=None) -> dict[str, np.ndarray]:
+    """The frozen base model's ME/PE over the whole pool: computed once, then read from disk.
+
+    The shared cache (one entry per model, dtype and pool content) is filled atomically
+    under a lock, so two runs starting at once compute it once and a kill mid-fill
+    leaves no half entry; an entry that fails its check is dropped and recomputed.
+    """
+    arrays = read_base_scores(run_dir.base_scores_path, pool_ids)
+    if arrays is not None:
+        return arrays
+    pool_examples = [by_id[int(i)] for i in pool_ids]
+    shared = None
+    if cache_root is not None:
+        shared = cache_root / "base-scores" / f"{base_cache_key(config, pool_examples, dtype)}.npz"
         shared.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir.base_scores_path, shared)
+    with (FileLock(f"{shared}.lock") if shared is not None else contextlib.nullcontext()):
+        arrays = read_base_scores(shared, pool_ids) if shared is not None else None
+        if arrays is None:
+            options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=True,
+                                     max_prompt_tokens=config.train.max_prompt_tokens)
+            scores = score_examples(model, tokenizer, task, pool_examples, options,
+                                    desc="score pool (base model)")
+            arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0], "pe_gold": scores.pe_gold[0]}
+            if shared is not None:
+                write_npz_atomic(shared, **arrays)
+    write_npz_atomic(run_dir.base_scores_path, **arrays)
     return arrays
 
 
@@ -115,6 +147,8 @@ class ActiveLearningRun:
 
     def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
                  oracle=None, cache_root: Path | None = None):
+        # The data is part of the run's identity: resuming on edited or other data is refused.
+        config = replace(config, data_hash=fingerprint(pool, test))
         self.config, self.task, self.test = config, task, test
         self.backbone, self.run_dir = backbone, run_dir
         self.oracle = oracle or GoldOracle()
@@ -125,17 +159,25 @@ class ActiveLearningRun:
             raise StarError("pe_mode 'gold' scores gold answers, which only a simulation has; "
                             "use pe_mode 'label-free' when people label")
         self.pool_ids = choose_pool(config, pool)
+        if config.finetune == "lora":
+            check_target_modules(backbone.model, config.lora)
         self.strategy = make_strategy(self.spec, config.lambda_schedule, config.n_rounds)
         self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> list[dict]:
+        with self.run_dir.locked():
+            return self._run()
+
+    def _run(self) -> list[dict]:
         self.run_dir.claim(self.config)
         rounds = self.run_dir.read_rounds()
+        self._check_state(rounds)
         base = None
         if self.strategy.needs_scores and len(rounds) <= self.config.n_rounds:
             base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer,
-                                    self.by_id, self.pool_ids, self.run_dir, self.cache_root)
+                                    self.by_id, self.pool_ids, self.run_dir, self.cache_root,
+                                    self.backbone.placement.dtype)
         try:
             if rounds and len(rounds) <= self.config.n_rounds:
                 self._load_last_adapter(len(rounds) - 1, rounds)
@@ -148,6 +190,20 @@ class ActiveLearningRun:
         finally:
             self._release_adapter()
         return rounds
+
+    def _check_state(self, rounds: list[dict]) -> None:
+        """The finished rounds must fit this pool, and no later state may outrun them."""
+        pool = set(int(i) for i in self.pool_ids)
+        for record in rounds:
+            outside = [i for i in record.get("selected_ids", []) if i not in pool]
+            if outside:
+                raise StarError(f"{self.run_dir.rounds_path}: round {record['round']} labeled ids outside "
+                                f"this run's pool ({outside[:5]}); restore the file from a copy")
+        adapter_round = _adapter_round(self.run_dir.adapter_path)
+        if adapter_round is not None and adapter_round >= len(rounds):
+            raise StarError(f"{self.run_dir.rounds_path} holds {len(rounds)} rounds but the saved adapter "
+                            f"is round {adapter_round}'s: rounds were lost (truncated file?); "
+                            "restore it from a copy, or start the run again in another directory")
 
     def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
         started = time.perf_counter()
@@ -184,6 +240,7 @@ class ActiveLearningRun:
             return Query(sorted(int(i) for i in warm), None), None
         pending = self.run_dir.read_pending()
         if pending is not None and pending["round"] == round_index:
+            self._check_pending(pending, labeled_ids)
             return Query(pending["ids"], pending["scores"]), pending.get("lambda")
         taken = set(labeled_ids)
         unlabeled = np.array([i for i in self.pool_ids if i not in taken])
@@ -207,6 +264,23 @@ class ActiveLearningRun:
         self.run_dir.write_pending({"round": round_index, "ids": query.ids, "scores": query.scores,
                                     "lambda": lam})
         return query, lam
+
+    def _check_pending(self, pending: dict, labeled_ids: list[int]) -> None:
+        """A queried batch read back must be new, distinct pool ids, one query's worth."""
+        ids, path = pending["ids"], self.run_dir.pending_path
+        what_to_do = "delete it and `star resume` queries that round again"
+        problems = []
+        if len(set(ids)) != len(ids):
+            problems.append("an id twice")
+        if set(ids) & set(labeled_ids):
+            problems.append(f"ids already labeled ({sorted(set(ids) & set(labeled_ids))[:5]})")
+        unknown = sorted(set(ids) - set(int(i) for i in self.pool_ids))
+        if unknown:
+            problems.append(f"ids outside the pool ({unknown[:5]})")
+        if len(ids) != self.config.query_size:
+            problems.append(f"{len(ids)} ids where a query has {self.config.query_size}")
+        if problems:
+            raise StarError(f"{path}: {'; '.join(problems)}; {what_to_do}")
 
     def _score_pool(self, round_index, unlabeled, base):
         """Score the unlabeled pool with the current model; K passes with LoRA dropout for MC."""
@@ -284,14 +358,41 @@ class ActiveLearningRun:
         from peft import PeftModel
 
         for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
-            marker = candidate / "star_round.json"
-            if marker.is_file() and json.loads(marker.read_text())["round"] == round_index:
+            if _adapter_round(candidate) != round_index:
+                continue
+            try:
                 self.model = use_fast_lora(PeftModel.from_pretrained(self.backbone.model, candidate))
-                self.model.eval()
-                adapter_to_base_dtype(self.model)
-                if candidate.name == "adapter.next":
-                    self._promote_adapter()
-                return
+            except Exception as error:  # a damaged adapter is retrained, as a missing one is
+                _log(f"{candidate}: damaged adapter ({type(error).__name__}: {str(error).splitlines()[0][:200]}): "
+                     "training it again")
+                _drop_peft_wrapper(self.backbone.model)
+                break
+            self.model.eval()
+            adapter_to_base_dtype(self.model)
+            if candidate.name == "adapter.next":
+                self._promote_adapter()
+            return
         _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
         labeled_ids = [i for record in rounds[:round_index + 1] for i in record["selected_ids"]]
         self._fine_tune(round_index, [self.by_id[i] for i in labeled_ids])
+
+
+def _adapter_round(adapter_dir: Path) -> int | None:
+    """The round a saved adapter belongs to (its star_round.json), None when missing or damaged."""
+    marker = Path(adapter_dir) / "star_round.json"
+    try:
+        value = json.loads(marker.read_text())["round"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _drop_peft_wrapper(base) -> None:
+    """Remove LoRA layers a failed adapter load may have injected into the base's modules."""
+    if any("lora_" in name for name, _ in base.named_modules()):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for name, module in list(base.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                parent = base.get_submodule(name.rpartition(".")[0]) if "." in name else base
+                setattr(parent, name.rpartition(".")[2], module.get_base_layer())

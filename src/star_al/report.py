@@ -19,6 +19,7 @@ import numpy as np
 
 from star_al import metrics
 from star_al.errors import StarError
+from star_al.run_state import check_round_sequence
 
 CONFIG_FILE = "config.json"
 ROUNDS_FILE = "rounds.jsonl"
@@ -112,7 +113,8 @@ def _read_rounds(path: Path) -> list[dict]:
         missing = [key for key in ROUND_KEYS if key not in rounds[-1]]
         if missing:
             raise StarError(f"{path}:{number} lacks the key(s) {', '.join(missing)}")
-    return sorted(rounds, key=lambda r: r["round"])
+    check_round_sequence(rounds, path)
+    return rounds
 
 
 def _is_run_dir(path: Path) -> bool:

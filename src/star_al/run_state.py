@@ -15,10 +15,12 @@ for a resume: a killed run restarts the round it was in.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +28,33 @@ import numpy as np
 from star_al.config import RunConfig, identity
 from star_al.errors import StarError
 
+LOCK_FILE, LOCK_OWNER_FILE = ".lock", ".lock.pid"
+
+
+def _file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give under the current umask (0644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target then rename, so a kill never leaves half a file."""
+    """Write beside the target then rename, so a kill never leaves half a file.
+
+    The temporary file is created 0600; it gets the umask's mode before the rename, so a
+    teammate can read a shared run directory as they could any other file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.chmod(handle.name, _file_mode())
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
     os.replace(handle.name, path)
 
 
@@ -67,24 +87,60 @@ class RunDir:
         if not self.config_path.is_file():
             raise StarError(f"{self.path} is not a run directory (no config.json)")
         try:
-            return RunConfig.from_dict(json.loads(self.config_path.read_text()))
-        except (json.JSONDecodeError, TypeError) as error:
-            raise StarError(f"{self.config_path}: unreadable run config ({error})") from error
+            return RunConfig.from_dict(self._read_config_json())
+        except (TypeError, AttributeError, ValueError) as error:
+            raise StarError(f"{self.config_path}: unreadable run config ({error}); "
+                            "restore it from a copy, or start the run again in another directory") from error
+
+    def _read_config_json(self) -> dict:
+        config = read_json(self.config_path, "restore it from a copy, or start the run again in another directory")
+        if not isinstance(config, dict):
+            raise StarError(f"{self.config_path}: not a run config (expected a JSON object)")
+        return config
 
     def claim(self, config: RunConfig) -> None:
         """Write the config into a new directory, or check an existing one has the same config."""
         wanted = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
         if self.config_path.is_file():
-            existing = json.loads(self.config_path.read_text())
-            differing = sorted(k for k in set(identity(wanted)) | set(identity(existing))
-                               if identity(wanted).get(k) != identity(existing).get(k))
+            existing = self._read_config_json()
+            ours, theirs = identity(wanted, existing), identity(existing, wanted)
+            differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            if differing == ["data_hash"]:
+                raise StarError(f"run directory {self.path} was run on other data (the train or test "
+                                "examples differ from the ones it started with); give it the data it "
+                                "was run with, or use another --out")
             if differing:
                 raise StarError(f"run directory {self.path} holds a run with another config "
                                 f"(differs in: {', '.join(differing)}); use another --out")
             return
-        if self.path.exists() and any(self.path.iterdir()):
+        if self.path.is_file():
+            raise StarError(f"{self.path} is a file, not a run directory; use another --out")
+        if self.path.exists() and any(p.name not in (LOCK_FILE, LOCK_OWNER_FILE) for p in self.path.iterdir()):
             raise StarError(f"{self.path} exists and is not a run directory; use another --out")
         write_json_atomic(self.config_path, wanted)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the directory's writer lock: a second writer is refused, naming the holder's pid."""
+        from filelock import FileLock, Timeout
+
+        if self.path.is_file():
+            raise StarError(f"{self.path} is a file, not a run directory; use another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK_FILE), timeout=0)
+        owner = self.path / LOCK_OWNER_FILE
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = owner.read_text().strip() if owner.is_file() else "unknown"
+            raise StarError(f"{self.path} is being written by another star process (pid {holder}); "
+                            "wait for it to finish, or stop it") from None
+        try:
+            write_text_atomic(owner, f"{os.getpid()}\n")
+            yield self
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
 
     # rounds ---------------------------------------------------------------
     @property
@@ -100,7 +156,9 @@ class RunDir:
                 try:
                     rounds.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise StarError(f"{self.rounds_path}:{number}: malformed JSON ({error.msg})") from error
+                    raise StarError(f"{self.rounds_path}:{number}: malformed JSON ({error.msg}); "
+                                    "the file is damaged: restore it from a copy") from error
+        check_round_sequence(rounds, self.rounds_path)
         return rounds
 
     def append_round(self, record: dict) -> None:
@@ -114,7 +172,18 @@ class RunDir:
         return self.path / "pending.json"
 
     def read_pending(self) -> dict | None:
-        return json.loads(self.pending_path.read_text()) if self.pending_path.is_file() else None
+        """The queried batch waiting for labels, checked for shape (the loop checks its ids)."""
+        if not self.pending_path.is_file():
+            return None
+        what_to_do = "delete it and `star resume` queries that round again"
+        pending = read_json(self.pending_path, what_to_do)
+        ids = pending.get("ids") if isinstance(pending, dict) else None
+        scores = pending.get("scores") if isinstance(pending, dict) else None
+        if not (isinstance(ids, list) and isinstance(pending.get("round"), int)
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+                and (scores is None or (isinstance(scores, list) and len(scores) == len(ids)))):
+            raise StarError(f"{self.pending_path}: not a queried batch (round, ids, scores); {what_to_do}")
+        return pending
 
     def write_pending(self, pending: dict) -> None:
         write_json_atomic(self.pending_path, pending)
@@ -143,6 +212,40 @@ class RunDir:
         return len(self.read_rounds()) >= self.read_config().n_rounds + 1
 
 
+def check_round_sequence(rounds: list[dict], path: Path) -> None:
+    """Rounds must be 0, 1, 2, ... once each, and no example may be labeled twice.
+
+    Two writers at once (before the lock existed) left every round twice; reading such a
+    file as a curve would report a 6-point curve from 3 rounds.
+    """
+    seen: set[int] = set()
+    for position, record in enumerate(rounds):
+        if not isinstance(record, dict) or record.get("round") != position:
+            found = record.get("round") if isinstance(record, dict) else record
+            raise StarError(f"{path}: line {position + 1} holds round {found!r} where round {position} "
+                            "belongs (rounds duplicated or missing: written by two processes at once?); "
+                            "restore the file from a copy, or start the run again in another directory")
+        selected = record.get("selected_ids", [])
+        if not isinstance(selected, list) or seen & set(selected) or len(set(selected)) != len(selected):
+            raise StarError(f"{path}: round {position} labels an example a second time; "
+                            "restore the file from a copy, or start the run again in another directory")
+        seen.update(selected)
+
+
+def read_json(path: Path, what_to_do: str):
+    """A JSON state file, or a one-line StarError naming it and what to do."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StarError(f"{path}: damaged ({getattr(error, 'msg', error)}); {what_to_do}") from error
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    """Every array of an .npz; a damaged file (its zip CRCs, truncation) raises a StarError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise StarError(f"{path}: damaged array file ({error})") from error

@@ -8,6 +8,7 @@ YAML's ``normalize`` rules, never by editing the data.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 import string
@@ -48,6 +49,20 @@ class Example:
     prompt: str
     target: str
     gold: str
+
+
+def fingerprint(*splits: Iterable[Example]) -> str:
+    """A sha256 of the examples' content (id, prompt, target, gold), one split after another.
+
+    Caches and run directories key on it: a data file edited in place (same path, same
+    number of lines) gets another fingerprint, so old scores are never served for it.
+    """
+    digest = hashlib.sha256()
+    for split in splits:
+        for ex in split:
+            digest.update(json.dumps([ex.id, ex.prompt, ex.target, ex.gold]).encode())
+        digest.update(b"\x00split\x00")
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -18,32 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from star_al.batching import encode_pair, left_pad
+from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
 from star_al.fast_lora import use_fast_lora
-
-ALL_LINEAR = "all-linear"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """The adapter: METHOD.md section 4 defaults (r 64, alpha 16, dropout 0.1, all projections)."""
-
-    rank: int = 64
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] = (ALL_LINEAR,)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
-
-    epochs: int = 3
-    batch_size: int = 8
-    learning_rate: float = 1.5e-4
-    b_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_prompt_tokens: int = 1024
-
 
 @dataclass
 class TrainResult:
@@ -70,6 +46,20 @@ def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast: bool = True
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, config)
     return use_fast_lora(peft_model) if fast else peft_model
+
+
+def check_target_modules(model, lora: LoraSettings) -> None:
+    """Refuse target module names the model does not have, before anything is trained or written."""
+    if tuple(lora.target_modules) == (ALL_LINEAR,):
+        return
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    missing = [t for t in lora.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        from star_al.errors import StarError
+
+        available = sorted({n.rpartition(".")[2] for n in names})
+        raise StarError(f"target module(s) {', '.join(missing)} not in the model; its linear layers are "
+                        f"{', '.join(available)} (or all-linear)")
 
 
 def detach_adapter(peft_model):
