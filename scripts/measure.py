@@ -21,15 +21,15 @@ import time
 
 import torch
 
-from star_al.backbones import load_backbone
-from star_al.batching import encode_pair, left_pad
+from star_al.models.backbones import load_backbone
+from star_al.data.batching import encode_pair, left_pad
 from star_al.bench import our_training_step
-from star_al.evaluation import evaluate
-from star_al.fast_lora import replace_lora_dropout
-from star_al.hardware import choose_placement
-from star_al.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
-from star_al.tasks import load_examples, load_task
-from star_al.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_only_batch,
+from star_al.engine.evaluation import evaluate
+from star_al.models.fast_lora import replace_lora_dropout
+from star_al.models.hardware import choose_placement
+from star_al.engine.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
+from star_al.data.tasks import load_examples, load_task
+from star_al.engine.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_only_batch,
                               attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups, train_full,
                               training_attention)
 
@@ -184,7 +184,7 @@ def kernels(backbone):
     r-64 adapter: torch's default against ours."""
     import numpy as np
 
-    from star_al.fast_lora import drop_inputs
+    from star_al.models.fast_lora import drop_inputs
 
     x = torch.randn(96, 24, 576).to(backbone.model.dtype)
     keep = torch.rand(x.shape) > 0.1

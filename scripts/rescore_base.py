@@ -13,11 +13,12 @@ Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE
 import argparse
 import os
 
-from star_al.backbones import load_backbone
-from star_al.hardware import choose_placement
-from star_al.loop import base_pool_scores, choose_pool
-from star_al.run_state import RunDir
-from star_al.tasks import load_examples, load_task
+from star_al.models.backbones import load_backbone
+from star_al.models.hardware import choose_placement
+from star_al.al.base_scores import base_pool_scores
+from star_al.al.streams import choose_pool
+from star_al.al.run_dir import RunDir
+from star_al.data.tasks import load_examples, load_task
 
 
 def main():

@@ -41,9 +41,9 @@ def tiny_backbone_factory(data_root):
     """Build a fresh 2-layer Llama (seeded) with a BPE tokenizer trained on the task texts."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from star_al.backbones import prepare
-    from star_al.hardware import Placement
-    from star_al.tasks import load_examples, load_task
+    from star_al.models.backbones import prepare
+    from star_al.models.hardware import Placement
+    from star_al.data.tasks import load_examples, load_task
 
     texts = []
     for name in ("sst2", "obqa", "boolq", "gsm8k"):

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from star_al.bench import forward_flops, lora_weights, model_shape, naive_scores, run_bench
-from star_al.scoring import ScoringOptions, score_examples
-from star_al.tasks import load_examples, load_task
-from star_al.training import LoraSettings, attach_fresh_adapter, detach_adapter
+from star_al.engine.scoring import ScoringOptions, score_examples
+from star_al.data.tasks import load_examples, load_task
+from star_al.engine.training import LoraSettings, attach_fresh_adapter, detach_adapter
 
 KEYS = ("peak_dtype", "bf16_fast", "scoring_fraction_of_peak", "scoring_speedup_vs_naive", "mc_cost_ratio",
         "training_speedup_vs_plain", "training_fraction_of_peak", "generation_tokens_per_s", "peak_memory_mb")

@@ -25,8 +25,8 @@ def star(*args, env_extra=None, check=True):
 
 @pytest.fixture(scope="module")
 def smollm2(data_root):
-    from star_al.backbones import load_backbone
-    from star_al.hardware import choose_placement
+    from star_al.models.backbones import load_backbone
+    from star_al.models.hardware import choose_placement
 
     return load_backbone("smollm2-135m", choose_placement())
 
@@ -34,8 +34,8 @@ def smollm2(data_root):
 @pytest.mark.parametrize("task_name,limit,floor", [("obqa", 16, 0.0), ("boolq", 16, 0.3),
                                                     ("sst2", 16, 0.6), ("gsm8k", 2, 0.0)])
 def test_real_smollm2_evaluates_real_examples_of_each_task(smollm2, data_root, task_name, limit, floor):
-    from star_al.evaluation import evaluate
-    from star_al.tasks import load_examples, load_task
+    from star_al.engine.evaluation import evaluate
+    from star_al.data.tasks import load_examples, load_task
 
     task = load_task(task_name)
     examples = load_examples(task, "test", data_root=str(data_root))[:limit]
@@ -70,7 +70,7 @@ def test_train_then_eval_with_the_saved_adapter(tmp_path, data_root):
     (["eval", "--task", "nosuchtask"], "unknown task"),
     (["eval", "--task", "sst2", "--model", "/no/such/model.gguf"], "not found"),
     (["eval", "--task", "sst2", "--bogus-option"], "unrecognized arguments"),
-    (["run", "--task", "sst2", "--strategy", "me+magic", "--preset", "smoke"], "unknown component"),
+    (["run", "--task", "sst2", "--strategy", "me+magic", "--preset", "smoke"], "unknown strategy component"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(args, needle, data_root):
@@ -83,8 +83,8 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(args, needle, data_root
 def test_a_damaged_cached_model_is_dequantized_again(tmp_path, capsys):
     import torch
 
-    from star_al.backbones import load_backbone
-    from star_al.hardware import Placement
+    from star_al.models.backbones import load_backbone
+    from star_al.models.hardware import Placement
 
     placement = Placement("cpu", torch.float32, "test")
     first = load_backbone("smollm2-135m", placement, tmp_path)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from star_al.batching import encode_pair, left_pad
-from star_al.fast_lora import BitDropout, drop_inputs, keep_bits, replace_lora_dropout
-from star_al.scoring import lora_dropout_active, merged_adapter
-from star_al.tasks import load_examples, load_task
-from star_al.training import (LoraSettings, answer_loss, answer_only_batch, attach_fresh_adapter,
+from star_al.data.batching import encode_pair, left_pad
+from star_al.models.fast_lora import BitDropout, drop_inputs, keep_bits, replace_lora_dropout
+from star_al.engine.scoring import lora_dropout_active, merged_adapter
+from star_al.data.tasks import load_examples, load_task
+from star_al.engine.training import (LoraSettings, answer_loss, answer_only_batch, attach_fresh_adapter,
                               autocast_context)
 
 

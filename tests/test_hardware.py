@@ -2,7 +2,7 @@
 
 import torch
 
-from star_al.hardware import bf16_is_fast, choose_placement
+from star_al.models.hardware import bf16_is_fast, choose_placement
 
 
 def test_bf16_is_chosen_where_the_cpu_runs_it_fast():

@@ -7,10 +7,11 @@ import pytest
 
 from star_al.config import RunConfig
 from star_al.errors import StarError
-from star_al.loop import ActiveLearningRun, GoldOracle
-from star_al.run_state import RunDir, load_npz
-from star_al.tasks import load_examples, load_task
-from star_al.training import LoraSettings, TrainSettings
+from star_al.al.loop import ActiveLearningRun
+from star_al.labeling.oracle import GoldOracle
+from star_al.al.run_dir import RunDir, load_npz
+from star_al.data.tasks import load_examples, load_task
+from star_al.engine.training import LoraSettings, TrainSettings
 
 
 class Killed(Exception):
@@ -23,10 +24,10 @@ class KillingOracle(GoldOracle):
     def __init__(self, at):
         self.at = at
 
-    def label(self, examples, round_index, run_dir):
+    def label(self, examples, round_index):
         if round_index == self.at:
             raise Killed
-        return super().label(examples, round_index, run_dir)
+        return super().label(examples, round_index)
 
 
 @pytest.fixture
@@ -162,3 +163,82 @@ def test_runs_in_one_process_leave_the_shared_base_untouched(tiny_backbone_facto
     np.testing.assert_allclose(load_npz(tmp_path / "second" / "base_scores.npz")["me"],
                                load_npz(tmp_path / "alone" / "base_scores.npz")["me"], rtol=1e-5)
     assert without_timings(after_a_run) == without_timings(alone)
+
+
+def test_training_reads_labels_only_from_the_ledger(tiny_backbone, sst2_data, tmp_path):
+    """The gold oracle fills labels.jsonl; every trained example is answered there, once."""
+    from star_al.labeling.ledger import LabelLedger
+
+    rounds = run(smoke_config("me+star"), tiny_backbone, sst2_data, tmp_path / "r")
+    entries = LabelLedger(tmp_path / "r" / "labels.jsonl").read()
+    by_id = {ex.id: ex for ex in sst2_data[1]}
+    assert [e["id"] for e in entries] == [i for r in rounds for i in r["selected_ids"]]
+    assert all(e["answer"] == by_id[e["id"]].gold and e["source"] == "gold" for e in entries)
+    assert [e["round"] for e in entries] == [r["round"] for r in rounds for _ in r["selected_ids"]]
+
+
+def test_a_label_in_the_ledger_is_what_training_uses(tiny_backbone, sst2_data, tmp_path, monkeypatch):
+    """A person's label (here: the opposite of the file's) is what training gets, not the file's answer."""
+    from star_al.al import loop as loop_module
+    from star_al.labeling.oracle import Label, Oracle
+
+    class Contrarian(Oracle):
+        source = "person"
+
+        def label(self, examples, round_index):
+            return [Label(ex.id, "negative" if ex.gold == "positive" else "positive") for ex in examples]
+
+    task, pool, test = sst2_data
+    seen = []
+    real_train = loop_module.train_adapter
+    monkeypatch.setattr(loop_module, "train_adapter",
+                        lambda model, tok, task, examples, *a, **k: seen.append(list(examples)) or real_train(
+                            model, tok, task, examples, *a, **k))
+    run(smoke_config("random", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r", Contrarian())
+    by_id = {ex.id: ex for ex in pool}
+    assert len(seen) == 2 and all(ex.gold != by_id[ex.id].gold for ex in seen[-1])
+    assert all(ex.target == task.label_target(ex.gold) for ex in seen[-1])
+    assert {e["source"] for e in json_lines(tmp_path / "r" / "labels.jsonl")} == {"person"}
+
+
+def json_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_ledger_refuses_a_second_label_and_a_damaged_line(tmp_path):
+    from star_al.labeling.ledger import LabelLedger
+    from star_al.labeling.oracle import Label
+
+    ledger = LabelLedger(tmp_path / "labels.jsonl")
+    ledger.append([Label(1, "positive"), Label(2, "negative")], 0, "person")
+    with pytest.raises(StarError, match="labeled already"):
+        ledger.append([Label(2, "positive")], 1, "person")
+    assert [e["answer"] for e in ledger.read()] == ["positive", "negative"]
+    text = (tmp_path / "labels.jsonl").read_text()
+    (tmp_path / "labels.jsonl").write_text(text.replace('"negative"', '"positive"'))
+    with pytest.raises(StarError, match="labels.jsonl:2: checksum"):
+        ledger.read()
+
+
+def test_a_toy_strategy_is_one_class_and_one_registry_line(tiny_backbone, sst2_data, tmp_path):
+    """Adding a strategy touches nothing but its own code and the registry: the loop runs it as is."""
+    from star_al.strategies import STRATEGIES, Needs, ScoredStrategy, StrategyEntry
+
+    class LowestEntropy(ScoredStrategy):
+        """Queries the candidates the model is surest about (the opposite of ME)."""
+
+        measure = "me"
+        needs = Needs(tuned=frozenset({"me"}))
+
+        def score(self, view):
+            return -view.tuned("me").mean(axis=0)
+
+    STRATEGIES.add("toy", StrategyEntry(lambda config: LowestEntropy(), True, "a test's strategy"))
+    try:
+        rounds = run(smoke_config("toy+dynamic", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r")
+        scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
+        top = scores["ids"][np.argsort(-scores["combined"], kind="stable")[:3]]
+        assert sorted(rounds[1]["selected_ids"]) == sorted(int(i) for i in top)
+        assert rounds[1]["lambda"] == pytest.approx(0.9)
+    finally:
+        STRATEGIES.remove("toy")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from star_al.errors import StarError
-from star_al.probes import confidence_probe, entropy_probe, gaussian_kde, in_context_examples
-from star_al.run_state import write_npz_atomic
-from star_al.tasks import Example, load_examples, load_task
-from star_al.training import LoraSettings, TrainSettings
+from star_al.analysis.probes import confidence_probe, entropy_probe, gaussian_kde, in_context_examples
+from star_al.al.run_dir import write_npz_atomic
+from star_al.data.tasks import Example, load_examples, load_task
+from star_al.engine.training import LoraSettings, TrainSettings
 
 
 # ---------------------------------------------------------------- figure 2

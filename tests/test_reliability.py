@@ -13,9 +13,9 @@ import pytest
 
 from star_al.cli import main
 from star_al.errors import StarError
-from star_al.loop import ActiveLearningRun
-from star_al.run_state import RunDir, load_npz, write_text_atomic
-from star_al.tasks import load_examples, load_task
+from star_al.al.loop import ActiveLearningRun
+from star_al.al.run_dir import RunDir, load_npz, write_text_atomic
+from star_al.data.tasks import load_examples, load_task
 
 from test_loop import Killed, KillingOracle, smoke_config, without_timings
 
@@ -122,7 +122,7 @@ def test_continuing_a_run_on_other_data_is_refused_and_leaves_it_intact(tiny_mod
 def test_a_second_writer_is_refused_with_the_holders_pid(tiny_model_dir, sst2_folder, tmp_path, capsys):
     run_dir = tmp_path / "R"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom star_al.run_state import RunDir\n"
+        [sys.executable, "-c", "import sys, time\nfrom star_al.al.run_dir import RunDir\n"
          f"with RunDir({str(run_dir)!r}).locked():\n    print('held', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from star_al.errors import StarError
-from star_al.metrics import auc, ripl
-from star_al.report import (calibration_table, find_runs, markdown_table, strategy_order,
+from star_al.analysis.metrics import auc, ripl
+from star_al.analysis.report import (calibration_table, find_runs, markdown_table, strategy_order,
                             summarise, write_report)
 
 SIZES = [200, 400, 600]
@@ -162,7 +162,7 @@ def test_write_report_without_runs_raises_star_error(tmp_path):
 def test_figure1_writes_plot_and_tables_for_lora_and_full(tmp_path):
     import json as _json
 
-    from star_al.report import write_figure1
+    from star_al.analysis.report import write_figure1
 
     for finetune in ("lora", "full"):
         for strategy, accuracies in (("random", [0.5, 0.6, 0.7]), ("me", [0.5, 0.55, 0.6])):

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from star_al.batching import encode_pair, encode_prompt, left_pad, length_buckets
-from star_al.scoring import (ScoringOptions, lora_dropout_active, next_token_stats, response_stats,
+from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.engine.scoring import (ScoringOptions, lora_dropout_active, next_token_stats, response_stats,
                              score_examples)
-from star_al.tasks import load_examples, load_task
-from star_al.training import (LoraSettings, TrainSettings, answer_loss, answer_only_batch,
+from star_al.data.tasks import load_examples, load_task
+from star_al.engine.training import (LoraSettings, TrainSettings, answer_loss, answer_only_batch,
                               attach_fresh_adapter, detach_adapter, optimizer_groups, train_adapter,
                               training_attention)
-from star_al.uncertainty import token_entropy, token_nll
+from star_al.engine.uncertainty import token_entropy, token_nll
 
 
 def _train_slice(name, count, data_root):
@@ -178,7 +178,7 @@ def test_generation_task_scores_a_greedy_response(tiny_backbone, data_root):
 
 
 def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exactly(tiny_backbone, sst2):
-    from star_al.scoring import merged_adapter
+    from star_al.engine.scoring import merged_adapter
 
     task, examples = sst2
     peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
@@ -203,8 +203,8 @@ def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exa
 
 
 def test_fresh_adapters_use_bit_dropout_and_mc_passes_switch_it_on(tiny_backbone):
-    from star_al.scoring import lora_dropout_active
-    from star_al.fast_lora import BitDropout
+    from star_al.engine.scoring import lora_dropout_active
+    from star_al.models.fast_lora import BitDropout
 
     model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.2), seed=0)
     dropouts = [m for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
@@ -222,7 +222,7 @@ def boolq(data_root):
 
 
 def test_shared_instruction_prefix_is_cached_once_and_gives_the_same_scores(tiny_backbone, boolq):
-    from star_al.scoring import shared_prefix
+    from star_al.engine.scoring import shared_prefix
 
     task, examples = boolq
     tok, model = tiny_backbone.tokenizer, tiny_backbone.model
@@ -247,7 +247,7 @@ def test_shared_instruction_prefix_is_cached_once_and_gives_the_same_scores(tiny
 
 
 def test_prompts_without_a_long_common_start_share_nothing(tiny_backbone, sst2):
-    from star_al.scoring import shared_prefix
+    from star_al.engine.scoring import shared_prefix
 
     _, examples = sst2
     prompts = [encode_prompt(tiny_backbone.tokenizer, ex.prompt) for ex in examples[:6]]
@@ -274,7 +274,7 @@ def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, bool
 
 
 def test_shared_prefix_length_stops_short_of_the_shortest_prompt_and_ignores_short_overlaps_and_single_batches():
-    from star_al.scoring import MIN_SHARED_PREFIX, shared_prefix_length
+    from star_al.engine.scoring import MIN_SHARED_PREFIX, shared_prefix_length
 
     head = list(range(100, 100 + MIN_SHARED_PREFIX + 2))
     two_batches = [[0], [1]]
@@ -316,7 +316,7 @@ def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_k
 
 
 def test_adamw_is_fused_on_cpu_and_makes_the_plain_adamw_update():
-    from star_al.training import adamw
+    from star_al.engine.training import adamw
 
     torch.manual_seed(0)
     weights = [torch.nn.Parameter(torch.randn(4, 6)), torch.nn.Parameter(torch.randn(6, 4))]

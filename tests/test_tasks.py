@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from star_al import tasks
+from star_al.data import tasks
 from star_al.errors import StarError
-from star_al.tasks import (
+from star_al.data.tasks import (
     builtin_task_names,
     load_examples,
     load_task,

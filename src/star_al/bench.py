@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star_al.batching import encode_pair, encode_prompt, length_buckets
-from star_al.hardware import cpu_bf16_is_fast
-from star_al.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
-from star_al.training import (LoraSettings, adamw, adapter_to_base_dtype, answer_loss,
+from star_al.data.batching import encode_pair, encode_prompt, length_buckets
+from star_al.models.hardware import cpu_bf16_is_fast
+from star_al.models.adapters import LORA
+from star_al.engine.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
+from star_al.engine.training import (LoraSettings, adamw, adapter_to_base_dtype, answer_loss,
                               answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
                               optimizer_groups, training_attention)
 
@@ -89,7 +90,7 @@ def lora_weights(peft_model) -> int:
     Training costs 3 times that (forward, input gradient, weight gradient), against 2
     times for the frozen base (no weight gradient).
     """
-    return sum(p.numel() for name, p in peft_model.named_parameters() if "lora_" in name)
+    return sum(p.numel() for name, p in peft_model.named_parameters() if LORA.is_adapter_parameter(name))
 
 
 def _timed(fn, warmup: bool = True, device: str = "cpu", repeats: int = 1):
@@ -213,7 +214,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
 
     peft_model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
     for name, param in peft_model.named_parameters():  # a trained-looking adapter, not B = 0
-        if "lora_B" in name:
+        if LORA.is_decayed(name):
             torch.nn.init.normal_(param, std=0.01)
     peft_model.eval()
     adapter_to_base_dtype(peft_model)
@@ -251,7 +252,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     # The naive reference: on the fp32 model, with the same adapter weights, dropout off.
     naive_set = examples[:naive_examples]
     ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
-    adapter_weights = {k: v.float() for k, v in peft_model.state_dict().items() if "lora_" in k}
+    adapter_weights = {k: v.float() for k, v in peft_model.state_dict().items() if LORA.is_adapter_parameter(k)}
     if fp32_backbone.model is backbone.model:  # an fp32 base: one adapter on it at a time
         detach_adapter(peft_model)
     fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0, fast=False)
@@ -305,7 +306,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         f"{figures['plain_training_tokens_per_s']:.0f} tokens/s; ours/plain {figures['training_speedup_vs_plain']:.2f}x")
 
     # Generation: batched greedy decoding with the KV cache and early stop.
-    from star_al.scoring import generate_greedy
+    from star_al.engine.scoring import generate_greedy
 
     prompts = [encode_prompt(tokenizer, ex.prompt) for ex in gen_examples]
     generate_greedy(backbone.model, tokenizer, prompts[:1], 2, 1)  # warm-up (first-call setup is not throughput)

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--measure", default="me", choices=["me", "pe"])
     pe.add_argument("--out", default=None, help="default RUN_DIR/probe-entropy")
 
+    commands.add_parser("list", help="what is registered: strategies, components, schedules, stopping "
+                                     "criteria, adapter methods, embedded backbones")
+
     bn = commands.add_parser("bench", help="scoring/training throughput against the machine's peak and the plain way")
     _add_model_options(bn)
     bn.add_argument("--task", default="boolq", help="pool task (default boolq)")
@@ -173,17 +176,15 @@ def _add_run_options(parser):
 
 
 def data_root_from(args) -> str | None:
-    """--data-root, else $STAR_DATA_ROOT, else ../shared/data when it exists."""
-    if args.data_root:
-        return args.data_root
-    if os.environ.get("STAR_DATA_ROOT"):
-        return os.environ["STAR_DATA_ROOT"]
-    default = Path("..") / "shared" / "data"
-    return str(default) if default.is_dir() else None
+    """--data-root, else the default (data.tasks.default_data_root)."""
+    from star_al.data.tasks import default_data_root
+
+    root = args.data_root or default_data_root()
+    return str(root) if root is not None else None
 
 
 def _load_task_and_split(args, split, limit=None):
-    from star_al.tasks import load_examples, load_task
+    from star_al.data.tasks import load_examples, load_task
 
     task = load_task(args.task)
     examples = load_examples(task, split, data_root=data_root_from(args), data_dir=args.data)
@@ -195,8 +196,8 @@ def _load_task_and_split(args, split, limit=None):
 
 
 def _load_backbone(args):
-    from star_al.backbones import load_backbone
-    from star_al.hardware import choose_placement
+    from star_al.models.backbones import load_backbone
+    from star_al.models.hardware import choose_placement
 
     placement = choose_placement(args.device, args.dtype)
     cache = Path(args.cache_dir) if args.cache_dir else None
@@ -212,8 +213,8 @@ def _print_summary(label: str, summary: dict) -> None:
 
 
 def cmd_eval(args) -> None:
-    from star_al.evaluation import evaluate, write_predictions
-    from star_al.run_state import write_text_atomic
+    from star_al.engine.evaluation import evaluate, write_predictions
+    from star_al.al.run_dir import write_text_atomic
 
     _check_positive(args, "batch_size")
     task, examples = _load_task_and_split(args, "test", args.limit)
@@ -274,22 +275,11 @@ def check_adapter_dir(adapter_dir: str) -> None:
 
 
 def load_adapter(model, adapter_dir: str):
-    """Attach a saved PEFT adapter to the base model, for evaluation."""
-    from peft import PeftModel
+    """Attach a saved adapter to the base model, for evaluation (the loop loads its own the same way)."""
+    from star_al.models.adapters import load_adapter as load
 
     check_adapter_dir(adapter_dir)
-    from star_al.fast_lora import use_fast_lora
-    from star_al.training import adapter_to_base_dtype
-
-    try:
-        peft_model = PeftModel.from_pretrained(model, adapter_dir)
-    except Exception as error:  # PEFT raises many kinds for a damaged or mismatched adapter
-        raise StarError(f"adapter {adapter_dir} does not load on this model "
-                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
-    peft_model = use_fast_lora(peft_model)
-    peft_model.eval()
-    adapter_to_base_dtype(peft_model)
-    return peft_model
+    return load(model, adapter_dir)
 
 
 def _lora_flags(args) -> dict:
@@ -306,14 +296,14 @@ def _train_flags(args) -> dict:
 
 def lora_settings_from(args, base=None):
     from star_al.config import merge
-    from star_al.training import LoraSettings
+    from star_al.engine.training import LoraSettings
 
     return merge({"lora": base or LoraSettings()}, {"lora": _lora_flags(args)})["lora"]
 
 
 def train_settings_from(args, base=None):
     from star_al.config import merge
-    from star_al.training import TrainSettings
+    from star_al.engine.training import TrainSettings
 
     return merge({"train": base or TrainSettings()}, {"train": _train_flags(args)})["train"]
 
@@ -321,9 +311,9 @@ def train_settings_from(args, base=None):
 def cmd_train(args) -> None:
     from dataclasses import asdict
 
-    from star_al.evaluation import evaluate, write_predictions
-    from star_al.run_state import write_text_atomic
-    from star_al.training import attach_fresh_adapter, train_adapter
+    from star_al.engine.evaluation import evaluate, write_predictions
+    from star_al.al.run_dir import write_text_atomic
+    from star_al.engine.training import attach_fresh_adapter, train_adapter
 
     from star_al.config import check_settings
 
@@ -336,7 +326,7 @@ def cmd_train(args) -> None:
         raise StarError(f"--n-train {args.n_train} must be between 1 and the {len(pool)} train examples")
     chosen = random.Random(args.seed).sample(range(len(pool)), args.n_train)
     labeled = [pool[i] for i in chosen]
-    from star_al.training import TrainSettings
+    from star_al.engine.training import TrainSettings
 
     lora = lora_settings_from(args)
     train = train_settings_from(args, TrainSettings(**task.training))
@@ -344,7 +334,7 @@ def cmd_train(args) -> None:
     out = Path(args.out)
     check_writable_dir(out)
     backbone = _load_backbone(args)
-    from star_al.training import check_target_modules
+    from star_al.engine.training import check_target_modules
 
     check_target_modules(backbone.model, lora)
     summary = {"task": task.name, "model": args.model, "n_train": args.n_train, "seed": args.seed,
@@ -384,7 +374,7 @@ def _resolve_run_config(args, task: str, strategy: str, seed: int):
     from dataclasses import replace
 
     from star_al.config import load_config_file, resolve_config
-    from star_al.tasks import load_task, resolve_data_dir
+    from star_al.data.tasks import load_task, resolve_data_dir
 
     file_values = load_config_file(args.config) if args.config else {}
     config = resolve_config(task, strategy, args.preset, seed, file_values, _run_overrides(args))
@@ -400,10 +390,11 @@ def _resolve_run_config(args, task: str, strategy: str, seed: int):
 
 def _execute_run(config, run_dir, args, backbone=None):
     """Load data and model for a config and run (or resume) it in run_dir."""
-    from star_al.backbones import default_cache_root
-    from star_al.loop import ActiveLearningRun, choose_pool
-    from star_al.run_state import RunDir
-    from star_al.tasks import load_examples, load_task
+    from star_al.models.backbones import default_cache_root
+    from star_al.al.loop import ActiveLearningRun
+    from star_al.al.streams import choose_pool
+    from star_al.al.run_dir import RunDir
+    from star_al.data.tasks import load_examples, load_task
 
     task = load_task(config.task)
     # --data given now wins (the run's data may have moved); the fingerprint check in the
@@ -438,7 +429,7 @@ def cmd_run(args) -> None:
 
 
 def _print_curve(rounds) -> None:
-    from star_al.metrics import auc
+    from star_al.analysis.metrics import auc
 
     curve = " ".join(f"{r['n_labeled']}:{100 * r['accuracy']:.1f}" for r in rounds)
     area = auc([r["n_labeled"] for r in rounds], [r["accuracy"] for r in rounds])
@@ -447,7 +438,7 @@ def _print_curve(rounds) -> None:
 
 
 def cmd_resume(args) -> None:
-    from star_al.run_state import RunDir
+    from star_al.al.run_dir import RunDir
 
     config = RunDir(args.run_dir).read_config()
     if args.model != config.model and args.model != "smollm2-135m":
@@ -465,7 +456,7 @@ def _split_list(text: str, what: str) -> list[str]:
 
 
 def cmd_sweep(args) -> None:
-    from star_al.run_state import RunDir
+    from star_al.al.run_dir import RunDir
 
     tasks, strategies = _split_list(args.tasks, "tasks"), _split_list(args.strategies, "strategies")
     try:
@@ -484,14 +475,14 @@ def cmd_sweep(args) -> None:
         print(f"{label}: {run_dir}", file=sys.stderr)
         backbone, rounds = _execute_run(config, run_dir, args, backbone)
         print(f"{label}: done, {len(rounds)} points", file=sys.stderr)
-    from star_al.report import write_report
+    from star_al.analysis.report import write_report
 
     print(write_report([str(d) for d in run_dirs], Path(args.out)))
     print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
 
 
 def cmd_report(args) -> None:
-    from star_al.report import write_report
+    from star_al.analysis.report import write_report
 
     out = Path(args.out or args.runs[0])
     text = write_report(args.runs, out, calibration=args.calibration,
@@ -505,10 +496,10 @@ def cmd_bench(args) -> None:
 
     import torch
 
-    from star_al.backbones import load_backbone
+    from star_al.models.backbones import load_backbone
     from star_al.bench import run_bench
-    from star_al.hardware import choose_placement
-    from star_al.tasks import load_examples, load_task
+    from star_al.models.hardware import choose_placement
+    from star_al.data.tasks import load_examples, load_task
 
     for flag in ("examples", "passes", "train_steps", "train_batch", "repeats"):
         if getattr(args, flag) < 1:
@@ -533,14 +524,14 @@ def cmd_bench(args) -> None:
 
 
 def cmd_figure1(args) -> None:
-    from star_al.report import write_figure1
+    from star_al.analysis.report import write_figure1
 
     print(write_figure1(args.lora, args.full, args.out, tuple(_split_list(args.strategies, "strategies"))))
     print(f"wrote {Path(args.out) / 'figure1.png'}, figure1.md", file=sys.stderr)
 
 
 def cmd_probe(args) -> None:
-    from star_al.probes import confidence_probe, entropy_probe
+    from star_al.analysis.probes import confidence_probe, entropy_probe
 
     if args.probe == "entropy":
         out = Path(args.out or Path(args.run_dir) / "probe-entropy")
@@ -551,8 +542,8 @@ def cmd_probe(args) -> None:
               f"({summary['n_examples']} examples)", file=sys.stderr)
         return
     from star_al.config import merge, preset_values
-    from star_al.tasks import load_task
-    from star_al.training import TrainSettings
+    from star_al.data.tasks import load_task
+    from star_al.engine.training import TrainSettings
 
     # The tuned side is a run's warm-start round: the preset's size, LoRA and training
     # settings (over the task's own), on the preset's test slice, unless flags say otherwise.
@@ -570,7 +561,29 @@ def cmd_probe(args) -> None:
     print(f"wrote {out}: confidence.csv, confidence.png, summary.md", file=sys.stderr)
 
 
-COMMANDS = {"bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+def cmd_list(args) -> None:
+    from star_al.models.adapters import ADAPTERS
+    from star_al.models.backbones import EMBEDDED
+    from star_al.stopping import STOPPING
+    from star_al.strategies import ALIASES, COMPONENTS, SCHEDULES, STRATEGIES
+
+    sections = [
+        ("strategies (--strategy NAME[+component...])", [(n, e.help) for n, e in STRATEGIES.items()]),
+        ("strategy components", [(n, c.help) for n, c in COMPONENTS.items()]
+         + [(alias, "= " + " + ".join(members)) for alias, members in ALIASES.items()]),
+        ("lambda schedules (--lambda-schedule)", [(n, (f.__doc__ or "").strip().splitlines()[0])
+                                                  for n, f in SCHEDULES.items()]),
+        ("stopping criteria", [(n, (c.__doc__ or "").strip().splitlines()[0]) for n, c in STOPPING.items()]),
+        ("adapter methods", [(n, (type(m).__doc__ or "").strip().splitlines()[0]) for n, m in ADAPTERS.items()]),
+        ("embedded backbones (--model)", [(n, f"{b.help} ({b.hub_id})") for n, b in EMBEDDED.items()]),
+    ]
+    for title, rows in sections:
+        print(f"{title}:")
+        for name, text in rows:
+            print(f"  {name:<14} {text}")
+
+
+COMMANDS = {"list": cmd_list, "bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from star_al.acquisition import LAMBDA_SCHEDULES, StrategySpec
+from star_al.strategies.registry import Recipe
+from star_al.strategies.schedules import SCHEDULES
 from star_al.errors import StarError
 
 ALL_LINEAR = "all-linear"
@@ -121,20 +122,21 @@ class RunConfig:
     def __post_init__(self):
         # One name per strategy: "ME", "me + dynamic+mc+l2" and "me+star" are one recipe.
         if isinstance(self.strategy, str):
-            object.__setattr__(self, "strategy", StrategySpec.parse(self.strategy).name)
+            object.__setattr__(self, "strategy", Recipe.parse(self.strategy).name)
 
     @property
-    def spec(self) -> StrategySpec:
-        return StrategySpec.parse(self.strategy)
+    def recipe(self) -> Recipe:
+        return Recipe.parse(self.strategy)
 
     @property
     def b_decay(self) -> float:
         """Weight decay on lora_B this run trains with: STAR's when L2 on B is on, else none."""
-        return self.b_decay_strength if self.spec.l2_on_b else 0.0
+        return self.b_decay_strength if self.recipe.decays else 0.0
 
     def validate(self) -> "RunConfig":
         """Check every setting's kind and range; raises a one-line StarError on the first bad one."""
-        self.spec  # parses the strategy name, raising on a bad one
+        if not isinstance(self.strategy, str):
+            raise StarError(f"strategy must be a name such as me+star, got {self.strategy!r}")
         for name, rule in NUMERIC_RULES.items():
             if "." not in name:
                 check_number(name, getattr(self, name), rule)
@@ -142,17 +144,15 @@ class RunConfig:
         for name in ("task", "model", "lambda_schedule", "pe_mode", "finetune", "preset"):
             if not isinstance(getattr(self, name), str):
                 raise StarError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if self.lambda_schedule not in LAMBDA_SCHEDULES:
-            raise StarError(f"unknown lambda_schedule {self.lambda_schedule!r}; choose one of {LAMBDA_SCHEDULES}")
+        if self.lambda_schedule not in SCHEDULES:
+            raise StarError(SCHEDULES.unknown(self.lambda_schedule))
         if self.pe_mode not in ("label-free", "gold"):
             raise StarError(f"pe_mode must be 'label-free' or 'gold', got {self.pe_mode!r}")
-        if self.spec.mc_dropout and self.lora.dropout <= 0:
-            raise StarError("MC dropout needs lora dropout > 0")
         if self.finetune not in ("lora", "full"):
             raise StarError(f"unknown finetune {self.finetune!r}; choose 'lora' or 'full'")
-        if self.finetune == "full" and (self.spec.mc_dropout or self.spec.l2_on_b):
-            raise StarError(f"strategy {self.strategy!r} needs a LoRA adapter (MC dropout, L2 on B); "
-                            "with --finetune full use random, me, pe or +dynamic")
+        if self.pool_subsample and self.pool_subsample < self.query_size:
+            raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
+        self.recipe.check(self)
         return self
 
     @property
@@ -265,7 +265,7 @@ def merge(values: dict, overrides: dict) -> dict:
 def resolve_config(task: str, strategy: str, preset: str, seed: int, file_values: dict,
                    overrides: dict) -> RunConfig:
     """Preset, then config file, then command line: later wins."""
-    from star_al.tasks import load_task
+    from star_al.data.tasks import load_task
 
     task_spec = load_task(task)
     values = merge({"train": TrainSettings(**task_spec.training)}, preset_values(preset, task_spec.name))

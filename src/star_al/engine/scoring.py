@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from star_al.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
 from star_al.errors import StarError
-from star_al.uncertainty import logprob_entropy, token_entropy, token_nll
+from star_al.models.adapters import LORA
+from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 
 
 @dataclass
@@ -40,10 +41,6 @@ class Scores:
     pe_gold: np.ndarray | None
     responses: list[str] | None = None  # generated text, for number and text tasks
 
-    @property
-    def accuracy(self) -> float:
-        return float(self.correct.mean()) if len(self.correct) else float("nan")
-
 
 @contextmanager
 def lora_dropout_active(model):
@@ -52,8 +49,7 @@ def lora_dropout_active(model):
     PEFT turns LoRA dropout off in eval(), and Llama-style backbones have no other
     dropout, so without this "K MC passes" would be K identical passes.
     """
-    modules = [module for name, module in model.named_modules()
-               if "lora_dropout" in name and isinstance(module, torch.nn.Dropout) and module.p > 0]
+    modules = LORA.dropout_modules(model)
     if not modules:
         raise StarError("MC dropout needs a LoRA adapter with dropout > 0 (--lora-dropout)")
     for module in modules:

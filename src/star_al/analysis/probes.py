@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from star_al.errors import StarError
-from star_al.evaluation import evaluate
-from star_al.metrics import correlation_matrix
-from star_al.report import format_number, markdown_grid
-from star_al.run_state import load_npz, write_text_atomic
-from star_al.tasks import Example
-from star_al.training import LoraSettings, TrainSettings, attach_fresh_adapter, detach_adapter, train_adapter
+from star_al.engine.evaluation import evaluate
+from star_al.analysis.metrics import correlation_matrix
+from star_al.analysis.report import format_number, markdown_grid
+from star_al.al.run_dir import load_npz, write_figure_atomic, write_text_atomic
+from star_al.data.tasks import Example
+from star_al.engine.training import LoraSettings, TrainSettings, attach_fresh_adapter, detach_adapter, train_adapter
 
 TUNED, IN_CONTEXT = "tuned", "in-context"
 CONFIDENCE_COLUMNS = ("model", "id", "gold", "prediction", "correct", "confidence")
@@ -154,7 +154,7 @@ def _write_confidence_png(summary: dict, scores_by_model: dict, n_labels: int, p
     axis.set_title(f"{summary['task']}: confidence when wrong")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
-    figure.savefig(path, dpi=150)
+    write_figure_atomic(figure, path)
 
 
 def _confidence_markdown(summary: dict) -> str:
@@ -307,7 +307,7 @@ def _write_heatmap(matrix, rounds, summary: dict, path: Path) -> None:
                       fontsize="x-small", color="white" if abs(value) > 0.6 else "black")
     figure.colorbar(image, ax=axis, label=f"{summary['method']} correlation")
     axis.set_title(f"{summary['measure'].upper()} across rounds, {summary['n_examples']} examples")
-    figure.savefig(path, dpi=150)
+    write_figure_atomic(figure, path)
 
 
 def _write_scatter(x, y, round_x: int, round_y: int, summary: dict, path: Path) -> None:
@@ -323,7 +323,7 @@ def _write_scatter(x, y, round_x: int, round_y: int, summary: dict, path: Path) 
     axis.set_ylabel(f"{measure}, {_round_name(round_y)}")
     axis.set_title(f"{summary['method']} r = {format_number(correlation, 2)} ({len(x)} examples)")
     axis.grid(alpha=0.3)
-    figure.savefig(path, dpi=150)
+    write_figure_atomic(figure, path)
 
 
 def _entropy_markdown(summary: dict, labels: list[str]) -> str:

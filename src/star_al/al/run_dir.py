@@ -3,14 +3,15 @@
 Layout:
     config.json            resolved RunConfig (+ n_rounds, so reports know when it is done)
     rounds.jsonl           one line per finished round: the run's whole state
+    labels.jsonl           the label ledger: every label given, checksummed, append-only
     pending.json           a queried batch waiting for labels (between "query" and "label")
     scores/round-NN.npz    every round's pool scores, tuned and base parts kept apart
     base_scores.npz        the frozen base model's scores over the pool, computed once
     predictions/round-NN.jsonl   test predictions after each round's fine-tune
     adapter/               the last round's LoRA adapter (PEFT format)
 
-The labeled set is the union of the rounds' selected ids, so nothing else needs saving
-for a resume: a killed run restarts the round it was in.
+The labeled set is the union of the rounds' selected ids, each answered in the ledger,
+so nothing else needs saving for a resume: a killed run restarts the round it was in.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def write_json_atomic(path: Path, value) -> None:
     write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
+def write_figure_atomic(figure, path: Path, dpi: int = 150) -> None:
+    """A matplotlib figure, rendered in memory and then written atomically (format from the suffix)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_npz_atomic(path: Path, **arrays) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -104,7 +112,10 @@ class RunDir:
         if self.config_path.is_file():
             existing = self._read_config_json()
             ours, theirs = identity(wanted, existing), identity(existing, wanted)
-            differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            defaults = json.loads(json.dumps(RunConfig(task="", strategy="random").to_dict()))
+            # A setting added since the directory was written counts as its default there.
+            differing = sorted(k for k in set(ours) | set(theirs)
+                               if ours.get(k, defaults.get(k)) != theirs.get(k, defaults.get(k)))
             if differing == ["data_hash"]:
                 raise StarError(f"run directory {self.path} was run on other data (the train or test "
                                 "examples differ from the ones it started with); give it the data it "
@@ -206,10 +217,20 @@ class RunDir:
     def adapter_path(self) -> Path:
         return self.path / "adapter"
 
+    @property
+    def labels_path(self) -> Path:
+        return self.path / "labels.jsonl"
+
     def is_finished(self) -> bool:
         if not self.config_path.is_file():
             return False
-        return len(self.read_rounds()) >= self.read_config().n_rounds + 1
+        return run_finished(self._read_config_json(), self.read_rounds())
+
+
+def run_finished(config: dict, rounds: list[dict]) -> bool:
+    """A run is finished once it holds round 0 and all n_rounds query rounds (one rule for all readers)."""
+    n_rounds = config.get("n_rounds")
+    return isinstance(n_rounds, int) and len(rounds) >= n_rounds + 1
 
 
 def check_round_sequence(rounds: list[dict], path: Path) -> None:

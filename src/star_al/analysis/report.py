@@ -9,6 +9,7 @@ report shows percent. Only finished runs are reported unless asked otherwise.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import defaultdict
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from star_al import metrics
+from star_al.analysis import metrics
 from star_al.errors import StarError
-from star_al.run_state import check_round_sequence
+from star_al.al.run_dir import check_round_sequence, run_finished, write_figure_atomic, write_text_atomic
 
 CONFIG_FILE = "config.json"
 ROUNDS_FILE = "rounds.jsonl"
@@ -52,8 +53,7 @@ class Run:
     @property
     def finished(self) -> bool:
         """True once rounds.jsonl holds round 0 plus all n_rounds query rounds."""
-        n_rounds = self.config.get("n_rounds")
-        return n_rounds is not None and len(self.rounds) >= int(n_rounds) + 1
+        return run_finished(self.config, self.rounds)
 
     def curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The learning curve: labeled-set sizes and accuracies (fractions), round by round."""
@@ -323,20 +323,19 @@ def _write_panels(panels, path, baseline: str) -> None:
         axis.set_ylabel("accuracy (%)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    figure.savefig(path, dpi=150)
+    write_figure_atomic(figure, path)
 
 
 def write_points_csv(runs, path) -> None:
     """Every evaluated point: one row per (task, strategy, seed, round), fractions as stored."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=POINT_COLUMNS)
-        writer.writeheader()
-        for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
-            for record in run.rounds:
-                writer.writerow({"task": run.task, "strategy": run.strategy, "seed": run.seed,
-                                 "finished": run.finished,
-                                 **{key: record.get(key) for key in POINT_COLUMNS[3:]
-                                    if key != "finished"}})
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=POINT_COLUMNS)
+    writer.writeheader()
+    for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
+        for record in run.rounds:
+            writer.writerow({"task": run.task, "strategy": run.strategy, "seed": run.seed, "finished": run.finished,
+                             **{key: record.get(key) for key in POINT_COLUMNS[3:] if key != "finished"}})
+    write_text_atomic(path, handle.getvalue())
 
 
 def write_report(paths, out_dir, calibration: bool = False, include_unfinished: bool = False,
@@ -369,7 +368,7 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     if calibration:
         parts.append("## Calibration per round\n\n" + calibration_table(runs, baseline))
     text = "\n\n".join(parts) + "\n"
-    (out_dir / "report.md").write_text(text)
+    write_text_atomic(out_dir / "report.md", text)
     return text
 
 
@@ -389,5 +388,5 @@ def write_figure1(lora_paths, full_paths, out_dir, strategies=("random", "me"), 
         parts.append(f"## {label} fine-tuning\n\n" + markdown_table(summarise(runs, baseline), baseline))
     parts.append("![figure 1](figure1.png)")
     text = "\n\n".join(parts) + "\n"
-    (out_dir / "figure1.md").write_text(text)
+    write_text_atomic(out_dir / "figure1.md", text)
     return text

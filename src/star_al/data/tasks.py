@@ -22,7 +22,7 @@ import yaml
 from star_al.errors import StarError
 
 ANSWER_TYPES = ("number", "label", "text")
-BUILTIN_DIR = Path(__file__).parent / "tasks"
+BUILTIN_DIR = Path(__file__).parent / "builtin_tasks"
 DEFAULT_SPLITS = {"train": "train.jsonl", "test": "test.jsonl"}
 DEFAULT_HF_SPLITS = {"train": "train", "test": "test"}
 DEFAULT_TARGET = " {gold}"
@@ -102,6 +102,20 @@ class Task:
         if canonical is None:
             raise StarError(f"task {self.name}: '{label}' is not one of its labels ({', '.join(self.labels)})")
         return self.target.format(gold=canonical)
+
+    def with_label(self, example: Example, answer: str, target: str | None = None) -> Example:
+        """The example as a labeler answered it: `answer` is what accuracy compares, `target` the
+        text training teaches (rendered from the answer when the labeler gave none)."""
+        if target is None:
+            if self.answer_type == "label":
+                target = self.label_target(answer)
+            else:
+                try:
+                    target = self.target.format(gold=answer)
+                except (KeyError, IndexError) as error:
+                    raise StarError(f"task {self.name}: its target template needs more than the answer "
+                                    f"({error}); give the label's full target text") from error
+        return Example(example.id, example.prompt, target, answer)
 
     def load(self, split: str, data_dir: Path) -> list[Example]:
         """Examples of one split from ``data_dir``; ids count examples, errors cite file lines."""
@@ -508,17 +522,26 @@ def _max_new_tokens(value: Any, fail) -> int:
 # --- finding the data -----------------------------------------------------------------------
 
 
-def _repo_data_root() -> Path | None:
-    """../shared/data beside the repository checkout, where tests and benchmarks keep the files."""
-    parents = Path(__file__).resolve().parents
-    return parents[3] / "shared" / "data" if len(parents) > 3 else None
+def default_data_root() -> Path | None:
+    """Where the built-in tasks' data is when --data-root is not given (the one place that decides):
+    $STAR_DATA_ROOT, else ../shared/data beside the repository checkout, else beside the
+    working directory."""
+    import os
+
+    if os.environ.get("STAR_DATA_ROOT"):
+        return Path(os.environ["STAR_DATA_ROOT"]).expanduser()
+    parents = Path(__file__).resolve().parents  # src/star_al/data/tasks.py -> the checkout is parents[3]
+    for root in ([parents[4] / "shared" / "data"] if len(parents) > 4 else []) + [Path("..") / "shared" / "data"]:
+        if root.is_dir():
+            return root
+    return None
 
 
 def _expected_folder(task: Task, data_root: str | None) -> Path | None:
     if task.data is None:
         return None
     if task.builtin:
-        root = Path(data_root).expanduser() if data_root else _repo_data_root()
+        root = Path(data_root).expanduser() if data_root else default_data_root()
         return root / task.data if root is not None else None
     folder = Path(task.data).expanduser()
     return folder if folder.is_absolute() else Path(task.source).parent / folder

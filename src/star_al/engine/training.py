@@ -17,63 +17,23 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from star_al.batching import encode_pair, left_pad
+from star_al.data.batching import encode_pair, left_pad
 from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
-from star_al.fast_lora import use_fast_lora
+from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
+                                     check_target_modules, detach_adapter)
 
 @dataclass
 class TrainResult:
     steps: int
-    answer_tokens: int
     seconds: float
     losses: list[float] = field(default_factory=list)
 
 
-def attach_fresh_adapter(model, lora: LoraSettings, seed: int, fast: bool = True):
-    """Wrap the frozen base in a newly initialised LoRA adapter (seeded, no carry-over).
-
-    `fast` gives it `use_fast_lora`'s forward and dropout; False keeps PEFT's own (the
-    plain reference the bench compares with).
-    """
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    targets = lora.target_modules
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
-                        task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # PEFT asks a transformers 5 model a deprecated question
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        peft_model = get_peft_model(model, config)
-    return use_fast_lora(peft_model) if fast else peft_model
-
-
-def check_target_modules(model, lora: LoraSettings) -> None:
-    """Refuse target module names the model does not have, before anything is trained or written."""
-    if tuple(lora.target_modules) == (ALL_LINEAR,):
-        return
-    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    missing = [t for t in lora.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        from star_al.errors import StarError
-
-        available = sorted({n.rpartition(".")[2] for n in names})
-        raise StarError(f"target module(s) {', '.join(missing)} not in the model; its linear layers are "
-                        f"{', '.join(available)} (or all-linear)")
-
-
-def detach_adapter(peft_model):
-    """Remove the adapter layers and give back the untouched frozen base model."""
-    base = peft_model.unload()
-    base.requires_grad_(False)
-    base.eval()
-    return base
-
-
 def optimizer_groups(model, b_decay: float) -> list[dict]:
     """Decay on lora_B only (eq. 6): two parameter groups over the trainable weights."""
-    b_params = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
-    other = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n]
+    decayed = LORA.is_decayed
+    b_params = [p for n, p in model.named_parameters() if p.requires_grad and decayed(n)]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and not decayed(n)]
     return [{"params": b_params, "weight_decay": b_decay}, {"params": other, "weight_decay": 0.0}]
 
 
@@ -156,18 +116,6 @@ def training_attention(model):
         base.set_attn_implementation(current)
 
 
-def adapter_to_base_dtype(model) -> None:
-    """After training, hold LoRA weights in the base's dtype: scoring then runs without casts.
-
-    Training keeps them (and AdamW's state) in fp32; inference in bf16 loses nothing
-    that matters and avoids an fp32 copy of every projection's activations.
-    """
-    dtype = next(model.get_base_model().parameters()).dtype
-    for name, param in model.named_parameters():
-        if "lora_" in name and param.dtype != dtype:
-            param.data = param.data.to(dtype)
-
-
 def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
                   desc: str | None = "train") -> TrainResult:
     """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
@@ -219,7 +167,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps),
                                                 total_steps)
     generator = torch.Generator().manual_seed(seed)
-    result = TrainResult(steps=0, answer_tokens=0, seconds=0.0)
+    result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
     with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
@@ -235,7 +183,6 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.steps += 1
-                result.answer_tokens += int((targets != -100).sum())
                 result.losses.append(loss.item())
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()

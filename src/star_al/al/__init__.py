@@ -1,0 +1,1 @@
+"""The active-learning loop, its run directory, the shared base-score cache and its random streams."""

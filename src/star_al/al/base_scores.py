@@ -1,0 +1,88 @@
+"""The frozen base model's uncertainty over the pool: computed once per run, shared across runs.
+
+Dynamic uncertainty mixes these with the tuned model's (docs/method.md 3.1). They depend
+only on the model, its dtype, the pool's content and how prompts are cut, so a shared
+cache entry keyed by exactly those serves every run (and seed) with the same pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from star_al.al.run_dir import RunDir, load_npz, write_npz_atomic
+from star_al.data.tasks import fingerprint
+from star_al.engine.scoring import ScoringOptions, score_examples
+from star_al.errors import StarError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# 2: entries written before a run released its adapter may hold tuned scores.
+# 3: keyed by the pool examples' content and the weights' dtype, not the data folder's path.
+BASE_SCORES_VERSION = 3
+BASE_SCORE_KEYS = ("ids", "me", "pe", "pe_gold")
+
+
+def base_cache_key(config, pool_examples, dtype) -> str:
+    """Base scores depend on the model and its dtype, the pool's content and how prompts are cut."""
+    key = json.dumps([BASE_SCORES_VERSION, config.model, str(dtype), config.task, config.train.max_prompt_tokens,
+                      fingerprint(pool_examples)])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Base scores from disk if the file is whole and covers exactly this pool; else None (and why)."""
+    if not path.is_file():
+        return None
+    try:
+        arrays = load_npz(path)
+    except StarError as error:
+        _log(f"{error}: dropped, computing the base scores again")
+        return None
+    whole = all(key in arrays and arrays[key].shape == pool_ids.shape for key in BASE_SCORE_KEYS)
+    if not whole or not np.array_equal(arrays["ids"], pool_ids) or \
+            not all(np.isfinite(arrays[key]).all() for key in BASE_SCORE_KEYS[1:]):
+        _log(f"{path}: not this pool's base scores: dropped, computing them again")
+        return None
+    return arrays
+
+
+def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: RunDir,
+                     cache_root: Path | None, dtype=None) -> dict[str, np.ndarray]:
+    """The frozen base model's ME/PE over the whole pool: computed once, then read from disk.
+
+    The shared cache (one entry per model, dtype and pool content) is filled atomically
+    under a lock, so two runs starting at once compute it once and a kill mid-fill
+    leaves no half entry; an entry that fails its check is dropped and recomputed.
+    """
+    arrays = read_base_scores(run_dir.base_scores_path, pool_ids)
+    if arrays is not None:
+        return arrays
+    pool_examples = [by_id[int(i)] for i in pool_ids]
+    shared = None
+    if cache_root is not None:
+        shared = cache_root / "base-scores" / f"{base_cache_key(config, pool_examples, dtype)}.npz"
+        shared.parent.mkdir(parents=True, exist_ok=True)
+    with (FileLock(f"{shared}.lock") if shared is not None else contextlib.nullcontext()):
+        arrays = read_base_scores(shared, pool_ids) if shared is not None else None
+        if arrays is None:
+            options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=True,
+                                     max_prompt_tokens=config.train.max_prompt_tokens)
+            scores = score_examples(model, tokenizer, task, pool_examples, options,
+                                    desc="score pool (base model)")
+            arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0], "pe_gold": scores.pe_gold[0]}
+            if shared is not None:
+                write_npz_atomic(shared, **arrays)
+    write_npz_atomic(run_dir.base_scores_path, **arrays)
+    return arrays
+
+

@@ -1,0 +1,296 @@
+"""The active-learning loop (docs/method.md section 4, Algorithm 1): it wires the pieces and writes state.
+
+Round 0 labels a random warm start and fine-tunes on it; every later round lets the
+strategy query the unlabeled pool (scored by the previous round's model), has the
+oracle label the batch into the run's label ledger, fine-tunes a fresh adapter from the
+frozen base on every label in the ledger, and evaluates, until a stopping criterion
+fires. Each round ends with one atomic line in rounds.jsonl; all randomness is derived
+from (seed, round), so a killed run resumed from its directory makes exactly the
+selections of an uninterrupted one. What is strategy-, measure- or method-specific
+lives behind the strategy, the oracle and the adapter method.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from star_al.al.base_scores import base_pool_scores
+from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
+from star_al.al.streams import QUERY_STREAM, choose_pool, rng_for, warm_start
+from star_al.config import RunConfig
+from star_al.data.tasks import fingerprint
+from star_al.engine.evaluation import evaluate, write_predictions
+from star_al.engine.scoring import ScoringOptions, score_examples
+from star_al.engine.training import full_copy, train_adapter, train_full
+from star_al.errors import StarError
+from star_al.labeling.ledger import LabelLedger
+from star_al.labeling.oracle import GoldOracle, Oracle
+from star_al.models.adapters import ADAPTERS
+from star_al.stopping import run_limits
+from star_al.strategies.base import Needs, Query, ScoreView
+
+
+class AwaitingLabels(StarError):
+    """The queried batch went out to people; the run resumes once their labels are back."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ActiveLearningRun:
+    """One run: a config, its data, a backbone, an oracle and a run directory."""
+
+    def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
+                 oracle: Oracle | None = None, cache_root: Path | None = None):
+        # The data is part of the run's identity: resuming on edited or other data is refused.
+        self.config = config = replace(config, data_hash=fingerprint(pool, test))
+        self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
+        self.oracle = oracle or GoldOracle()
+        self.cache_root = cache_root
+        self.by_id = {ex.id: ex for ex in pool}
+        self.strategy = config.recipe.build(config)
+        self.stop = run_limits(config)
+        self.adapter = ADAPTERS.get("lora")
+        self.ledger = LabelLedger(run_dir.labels_path)
+        if not self.strategy.label_free and not self.oracle.simulated:
+            raise StarError(f"strategy {config.strategy!r} reads gold answers (pe_mode 'gold'), which only a "
+                            "simulation has; use pe_mode 'label-free' when people label")
+        self.pool_ids = choose_pool(config, pool)
+        if config.finetune == "lora":
+            self.adapter.check_targets(backbone.model, config.lora)
+        self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
+
+    # -- the loop: Algorithm 1 -------------------------------------------------------------
+    def run(self) -> list[dict]:
+        with self.run_dir.locked():
+            return self._run()
+
+    def _run(self) -> list[dict]:
+        self.run_dir.claim(self.config)
+        rounds = self.run_dir.read_rounds()
+        self._check_state(rounds)
+        finished = self.stop.should_stop(rounds) is not None
+        base = None
+        if self.strategy.needs.any and not finished:
+            base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
+                                    self.pool_ids, self.run_dir, self.cache_root, self.backbone.placement.dtype)
+        try:
+            if rounds and not finished:
+                self._restore_model(rounds)
+            while self.stop.should_stop(rounds) is None:
+                record = self.run_round(len(rounds), rounds, base)
+                rounds.append(record)
+                _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, "
+                     f"accuracy {100 * record['accuracy']:.2f}% "
+                     f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
+        finally:
+            self._release_adapter()
+        return rounds
+
+    def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        query = self._query(round_index, rounds, base, timings)
+        self._label(query.ids, round_index)
+        labeled = self._labeled_set([i for record in rounds for i in record["selected_ids"]] + query.ids)
+        tick = time.perf_counter()
+        train_result = self._fine_tune(round_index, labeled)
+        timings["train"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
+                                   self.config.score_batch_size, desc=f"round {round_index}: evaluate")
+        timings["eval"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
+        write_predictions(scores, self.run_dir.predictions_path(round_index))
+        self._save_adapter(round_index)
+        record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": query.ids,
+                  "selected_scores": query.scores, "lambda": query.info.get("lambda"),
+                  "accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
+                  "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"],
+                  "train_steps": train_result.steps, "timings": timings}
+        self.run_dir.append_round(record)
+        self.run_dir.clear_pending()
+        self._promote_adapter()
+        return record
+
+    # -- query ------------------------------------------------------------------------------
+    def _query(self, round_index, rounds, base, timings) -> Query:
+        if round_index == 0:
+            return Query(warm_start(self.config, self.pool_ids), None)
+        labeled_ids = [i for record in rounds for i in record["selected_ids"]]
+        pending = self.run_dir.read_pending()
+        if pending is not None and pending["round"] == round_index:
+            self._check_pending(pending, labeled_ids)
+            return Query(pending["ids"], pending["scores"], info={"lambda": pending.get("lambda")})
+        taken = set(labeled_ids)
+        unlabeled = np.array([i for i in self.pool_ids if i not in taken])
+        seed = self.config.seed
+        view = ScoreView(unlabeled, round_index - 1, self.strategy.needs, partial(self._score_pool, round_index),
+                         base, lambda purpose: rng_for(seed, purpose, round_index))
+        tick = time.perf_counter()
+        query = self.strategy.select(view, self.config.query_size, rng_for(seed, QUERY_STREAM, round_index))
+        if view.scored is not None:
+            timings["score"] = time.perf_counter() - tick
+            self._save_scores(round_index, view, query, base)
+        self.run_dir.write_pending({"round": round_index, "ids": query.ids, "scores": query.scores,
+                                    "lambda": query.info.get("lambda")})
+        return query
+
+    def _score_pool(self, round_index: int, ids: np.ndarray, needs: Needs) -> dict[str, np.ndarray]:
+        """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
+        config = self.config
+        options = ScoringOptions(batch_size=config.score_batch_size, passes=needs.passes,
+                                 gold_pe="pe_gold" in needs.tuned, max_prompt_tokens=config.train.max_prompt_tokens)
+        torch.manual_seed(config.seed * 1000 + 500 + round_index)
+        scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
+                                options, desc=f"round {round_index}: score pool")
+        measures = {"me": scores.me, "pe": scores.pe}
+        if scores.pe_gold is not None:
+            measures["pe_gold"] = scores.pe_gold
+        return measures
+
+    def _save_scores(self, round_index: int, view: ScoreView, query: Query, base) -> None:
+        """The round's scores for analysis: every pass of the tuned measures, the base's, the ranked one."""
+        ids = view.scored_ids
+        arrays = {"ids": ids, **view.scored}
+        if base is not None:
+            position = {int(i): n for n, i in enumerate(base["ids"])}
+            rows = np.array([position[int(i)] for i in ids])
+            arrays.update({f"base_{key}": base[key][rows] for key in ("me", "pe", "pe_gold")})
+        write_npz_atomic(self.run_dir.scores_path(round_index), combined=query.candidate_scores, **arrays)
+
+    def _check_pending(self, pending: dict, labeled_ids: list[int]) -> None:
+        """A queried batch read back must be new, distinct pool ids, one query's worth."""
+        ids, path = pending["ids"], self.run_dir.pending_path
+        problems = []
+        if len(set(ids)) != len(ids):
+            problems.append("an id twice")
+        if set(ids) & set(labeled_ids):
+            problems.append(f"ids already labeled ({sorted(set(ids) & set(labeled_ids))[:5]})")
+        unknown = sorted(set(ids) - set(int(i) for i in self.pool_ids))
+        if unknown:
+            problems.append(f"ids outside the pool ({unknown[:5]})")
+        if len(ids) != self.config.query_size:
+            problems.append(f"{len(ids)} ids where a query has {self.config.query_size}")
+        if problems:
+            raise StarError(f"{path}: {'; '.join(problems)}; delete it and `star resume` queries that round again")
+
+    # -- label: the ledger is the only source of answers for training ------------------------
+    def _label(self, ids: list[int], round_index: int) -> None:
+        """Ask the oracle for the ids the ledger has no label for yet, and record its answers."""
+        have = self.ledger.labels()
+        missing = [i for i in ids if i not in have]
+        if not missing:
+            return
+        labels = self.oracle.label([self.by_id[i] for i in missing], round_index)
+        if sorted(label.id for label in labels) != sorted(missing):
+            raise StarError(f"the {self.oracle.source} oracle answered for other ids than were asked")
+        self.ledger.append(labels, round_index, self.oracle.source)
+
+    def _labeled_set(self, ids: list[int]):
+        entries = self.ledger.labels()
+        lacking = [i for i in ids if i not in entries]
+        if lacking:
+            raise StarError(f"{self.ledger.path} has no label for ids {lacking[:5]}; label them, then resume")
+        return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
+
+    # -- train, adapters ----------------------------------------------------------------------
+    def _fine_tune(self, round_index, labeled):
+        """A fresh adapter on the frozen base, trained on the whole labeled set (no carry-over)."""
+        config = self.config
+        base = self.backbone.model
+        if self.model is not base and config.finetune == "lora":
+            self.adapter.detach(self.model)
+        self.model = base
+        seed = config.seed * 1000 + round_index
+        desc = f"round {round_index}: train on {len(labeled)}"
+        if config.finetune == "full":
+            torch.manual_seed(seed)
+            self.model = full_copy(base)
+            return train_full(self.model, base.dtype, self.backbone.tokenizer, self.task, labeled,
+                              config.train, seed, desc=desc)
+        self.model = self.adapter.attach(base, config.lora, seed)
+        settings = replace(config.train, b_decay=config.b_decay)
+        return train_adapter(self.model, self.backbone.tokenizer, self.task, labeled, settings, seed, desc=desc)
+
+    def _release_adapter(self):
+        """Take this run's adapter off the backbone (saved already, one per round).
+
+        PEFT injects an adapter into the base model's modules in place: left there, the next
+        run on the same backbone (a sweep) would score its "base" model through it.
+        """
+        if self.config.finetune == "lora" and self.model is not self.backbone.model:
+            self.adapter.detach(self.model)
+            self.model = self.backbone.model
+
+    def _save_adapter(self, round_index):
+        if self.config.finetune == "full":
+            return  # a full model per round is too big to keep; resume trains it again
+        staging = self.run_dir.path / "adapter.next"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save_pretrained(staging)
+        write_json_atomic(staging / "star_round.json", {"round": round_index})
+
+    def _promote_adapter(self):
+        staging, final = self.run_dir.path / "adapter.next", self.run_dir.adapter_path
+        if staging.is_dir():
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+
+    def _restore_model(self, rounds):
+        """Resume: put back the model the last finished round trained.
+
+        Labels the ledger lacks (a run directory from before the ledger existed) are asked of
+        the oracle again with their rounds. A missing or damaged adapter (only config.json and
+        rounds.jsonl are committed) is trained again: same labels, same seed, same weights.
+        """
+        for record in rounds:
+            self._label(record["selected_ids"], record["round"])
+        round_index = len(rounds) - 1
+        if self.config.finetune == "lora":
+            for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
+                if _adapter_round(candidate) != round_index:
+                    continue
+                try:
+                    self.model = self.adapter.load(self.backbone.model, candidate)
+                except StarError as error:
+                    _log(f"{error}: training it again")
+                    break
+                if candidate.name == "adapter.next":
+                    self._promote_adapter()
+                return
+        _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
+        self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r["selected_ids"]]))
+
+    def _check_state(self, rounds: list[dict]) -> None:
+        """The finished rounds must fit this pool, and no later state may outrun them."""
+        pool = set(int(i) for i in self.pool_ids)
+        for record in rounds:
+            outside = [i for i in record.get("selected_ids", []) if i not in pool]
+            if outside:
+                raise StarError(f"{self.run_dir.rounds_path}: round {record['round']} labeled ids outside "
+                                f"this run's pool ({outside[:5]}); restore the file from a copy")
+        adapter_round = _adapter_round(self.run_dir.adapter_path)
+        if adapter_round is not None and adapter_round >= len(rounds):
+            raise StarError(f"{self.run_dir.rounds_path} holds {len(rounds)} rounds but the saved adapter "
+                            f"is round {adapter_round}'s: rounds were lost (truncated file?); "
+                            "restore it from a copy, or start the run again in another directory")
+
+
+def _adapter_round(adapter_dir: Path) -> int | None:
+    """The round a saved adapter belongs to (its star_round.json), None when missing or damaged."""
+    try:
+        value = json.loads((Path(adapter_dir) / "star_round.json").read_text())["round"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

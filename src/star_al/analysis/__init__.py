@@ -1,0 +1,1 @@
+"""Reading finished runs: metrics, the report, the probes."""

@@ -1,0 +1,1 @@
+"""Tasks and their data: task YAML files, loading, fingerprints, batching."""

@@ -1,0 +1,1 @@
+"""The model work: scoring uncertainty, training adapters, evaluating."""

@@ -1,0 +1,1 @@
+"""Backbones, the hardware they run on, and the adapter methods attached to them."""

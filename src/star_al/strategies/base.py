@@ -1,0 +1,152 @@
+"""What an acquisition strategy is: `select(view, k, rng)` over the unlabeled pool.
+
+A strategy declares the scores it needs (`Needs`); the loop hands it a `ScoreView` of
+the unlabeled candidates that computes those scores the first time they are asked for,
+so a strategy that needs none (random) costs no forward pass, and a wrapper that keeps
+only some candidates (subsampling) scores only those. Strategies are pure array work.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# The measures a view can give: maximum entropy, predictive entropy of the model's own
+# answer (label-free), and predictive entropy of the gold answer (simulations only).
+MEASURES = ("me", "pe", "pe_gold")
+GOLD_MEASURES = ("pe_gold",)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The scores a strategy reads: measures of the current model (over `passes` stochastic
+    passes) and of the frozen base model."""
+
+    tuned: frozenset[str] = frozenset()
+    base: frozenset[str] = frozenset()
+    passes: int = 1
+
+    def __or__(self, other: "Needs") -> "Needs":
+        return Needs(self.tuned | other.tuned, self.base | other.base, max(self.passes, other.passes))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.tuned or self.base)
+
+    @property
+    def reads_gold(self) -> bool:
+        return bool((self.tuned | self.base) & set(GOLD_MEASURES))
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a strategy asks to label, with the score each id was ranked by (None for random).
+
+    `candidate_scores` holds the ranked score of every candidate the view scored (saved
+    per round for analysis); `info` what the strategy wants recorded (e.g. its lambda).
+    """
+
+    ids: list[int]
+    scores: list[float] | None
+    candidate_scores: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+
+Scorer = Callable[[np.ndarray, Needs], dict[str, np.ndarray]]
+
+
+class ScoreView:
+    """The candidates of one query, and their scores computed on first request.
+
+    `scorer(ids, needs)` returns every measure it computed, each [passes, n]; `base` holds
+    the frozen base model's scores over the whole pool (ids and one array per measure);
+    `stream(purpose)` gives this query's random stream for a purpose.
+    """
+
+    def __init__(self, ids: np.ndarray, query_index: int, needs: Needs, scorer: Scorer | None,
+                 base: dict[str, np.ndarray] | None, stream: Callable[[int], np.random.Generator],
+                 _record: dict | None = None):
+        self.ids = np.asarray(ids)
+        self.query_index = query_index  # t = 0 for the first query after the warm start
+        self.needs, self._scorer, self._base, self.stream = needs, scorer, base, stream
+        self._record = _record if _record is not None else {}
+
+    def subset(self, ids: np.ndarray) -> "ScoreView":
+        """A view of some of these candidates (nothing scored yet), sharing the record of what was scored."""
+        return ScoreView(ids, self.query_index, self.needs, self._scorer, self._base, self.stream, self._record)
+
+    def tuned(self, measure: str) -> np.ndarray:
+        """[passes, n]: the current model's `measure` of every candidate, one row per pass."""
+        if measure not in self.needs.tuned:
+            raise ValueError(f"the strategy did not declare the tuned measure {measure!r} it reads")
+        if self._record.get("ids") is not self.ids:
+            self._record.clear()
+            self._record.update(ids=self.ids, scores=self._scorer(self.ids, self.needs))
+        return self._record["scores"][measure]
+
+    def base(self, measure: str) -> np.ndarray:
+        """[n]: the frozen base model's `measure` of every candidate."""
+        if measure not in self.needs.base:
+            raise ValueError(f"the strategy did not declare the base measure {measure!r} it reads")
+        position = {int(i): n for n, i in enumerate(self._base["ids"])}
+        return self._base[measure][np.array([position[int(i)] for i in self.ids], dtype=np.int64)]
+
+    @property
+    def scored(self) -> dict[str, np.ndarray] | None:
+        """What the scorer computed for the candidates last scored (None when nothing was)."""
+        return self._record.get("scores")
+
+    @property
+    def scored_ids(self) -> np.ndarray | None:
+        return self._record.get("ids")
+
+
+class Strategy(ABC):
+    """Picks k unlabeled ids from a view; deterministic given the view and rng."""
+
+    needs: Needs = Needs()
+
+    @property
+    def label_free(self) -> bool:
+        """True when the strategy reads no gold answer (so it can run while people label)."""
+        return not self.needs.reads_gold
+
+    @abstractmethod
+    def select(self, view: ScoreView, k: int, rng: np.random.Generator) -> Query:
+        ...
+
+
+class ScoredStrategy(Strategy):
+    """A strategy that ranks by one score per candidate: the k highest are queried."""
+
+    measure: str  # the uncertainty measure it ranks by (dynamic mixes the base model's same measure)
+
+    @abstractmethod
+    def score(self, view: ScoreView) -> np.ndarray:
+        ...
+
+    def select(self, view: ScoreView, k: int, rng: np.random.Generator) -> Query:
+        scores = self.score(view)
+        ids, top = top_k(view.ids, scores, k)
+        return Query(ids, top, scores, self.info(view))
+
+    def info(self, view: ScoreView) -> dict:
+        return {}
+
+
+def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """The k highest-scoring ids; ties go to the smaller id, so selections are reproducible."""
+    if k > len(ids):
+        raise ValueError(f"cannot query {k} of {len(ids)} candidates")
+    order = np.lexsort((np.asarray(ids), -np.asarray(scores)))[:k]
+    return [int(ids[i]) for i in order], [float(scores[i]) for i in order]
+
+
+def min_max(scores: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1] over the scored candidates (a constant array maps to zeros)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    span = scores.max() - scores.min()
+    return np.zeros_like(scores) if span == 0 else (scores - scores.min()) / span
