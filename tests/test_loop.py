@@ -24,10 +24,10 @@ class KillingOracle(GoldOracle):
     def __init__(self, at):
         self.at = at
 
-    def label(self, examples, round_index):
-        if round_index == self.at:
+    def label(self, batch):
+        if batch.round == self.at:
             raise Killed
-        return super().label(examples, round_index)
+        return super().label(batch)
 
 
 @pytest.fixture
@@ -185,8 +185,8 @@ def test_a_label_in_the_ledger_is_what_training_uses(tiny_backbone, sst2_data, t
     class Contrarian(Oracle):
         source = "person"
 
-        def label(self, examples, round_index):
-            return [Label(ex.id, "negative" if ex.gold == "positive" else "positive") for ex in examples]
+        def label(self, batch):
+            return [Label(ex.id, "negative" if ex.gold == "positive" else "positive") for ex in batch.examples]
 
     task, pool, test = sst2_data
     seen = []

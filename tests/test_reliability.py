@@ -282,7 +282,7 @@ def test_damaged_adapter_or_base_scores_are_rebuilt_and_the_run_ends_as_an_undam
     ({"round": 2, "ids": "1,2,3", "scores": None}, "not a queried batch"),
     ({"round": 2, "ids": [5, 5, 5], "scores": None, "lambda": None}, "an id twice"),
     ({"round": 2, "ids": [9999, 9998, 9997], "scores": None, "lambda": None}, "outside the pool"),
-    ({"round": 2, "ids": [1, 2], "scores": None, "lambda": None}, "2 ids where a query has 3"),
+    ({"round": 2, "ids": [1, 2], "scores": None, "lambda": None}, "2 ids where this batch has 3"),
 ])
 def test_a_damaged_or_untrustworthy_pending_batch_is_refused_by_name(pending, needle, tiny_backbone_factory,
                                                                     sst2_data, tmp_path):

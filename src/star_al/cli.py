@@ -12,6 +12,7 @@ from pathlib import Path
 
 from star_al import __version__
 from star_al.errors import StarError
+from star_al.labeling.people import AwaitingLabels
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = commands.add_parser("resume", help="continue a killed or paused run from its directory")
     rs.add_argument("run_dir")
+    rs.add_argument("--partial", action="store_true",
+                    help="train on the labels people gave so far; the rest of the batch stays queued")
     _add_model_options(rs)
     rs.add_argument("--data-root", default=None)
     rs.add_argument("--data", default=None)
@@ -132,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--measure", default="me", choices=["me", "pe"])
     pe.add_argument("--out", default=None, help="default RUN_DIR/probe-entropy")
 
+    lb = commands.add_parser("label", help="import people's labels for the batch a run is waiting on")
+    lb.add_argument("run_dir")
+    lb.add_argument("file", nargs="?", help="the batch's JSONL or CSV with answers, or a Label Studio JSON export")
+    lb.add_argument("--from-label-studio", action="store_true",
+                    help="pull the finished annotations from the run's Label Studio project")
+    st = commands.add_parser("status", help="where a run stands: rounds done, the batch waiting, labels left")
+    st.add_argument("run_dir")
+
     commands.add_parser("list", help="what is registered: strategies, components, schedules, stopping "
                                      "criteria, adapter methods, embedded backbones")
 
@@ -172,6 +183,14 @@ def _add_run_options(parser):
                         help="lora (default) or full: train every weight (the paper's Figure 1)")
     parser.add_argument("--b-decay-strength", type=float, default=None,
                         help="lora_B weight decay when the strategy has L2 on B (default 0.5)")
+    parser.add_argument("--labels", default=None, choices=["gold", "human"],
+                        help="who labels: gold (the data's answers, a simulation; default) or human (people, "
+                             "through `star label`; the train file may lack answers)")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="no labelled test set (with --labels human): rounds report the pool's mean "
+                             "uncertainty and the agreement of consecutive rounds' predictions")
+    parser.add_argument("--label-studio", default=None, metavar="URL",
+                        help="also push each batch to this Label Studio (token: $LABEL_STUDIO_API_KEY)")
     _add_lora_options(parser)
 
 
@@ -366,7 +385,7 @@ def _run_overrides(args) -> dict:
             "test_limit": args.test_limit, "mc_passes": args.mc_passes,
             "lambda_schedule": args.lambda_schedule, "pe_mode": args.pe_mode,
             "score_batch_size": args.score_batch_size, "b_decay_strength": args.b_decay_strength,
-            "finetune": args.finetune,
+            "finetune": args.finetune, "labels": args.labels, "evaluate": False if args.no_eval else None,
             "lora": _lora_flags(args), "train": _train_flags(args)}
 
 
@@ -402,14 +421,23 @@ def _execute_run(config, run_dir, args, backbone=None):
     data_dir = getattr(args, "data", None) or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir()
                                                else None)
     root = data_root_from(args)
-    pool = load_examples(task, "train", data_root=root, data_dir=data_dir)
-    test = load_examples(task, "test", data_root=root, data_dir=data_dir)
+    pool = load_examples(task, "train", data_root=root, data_dir=data_dir, require_answer=config.labels == "gold")
+    test = load_examples(task, "test", data_root=root, data_dir=data_dir) if config.evaluate else []
     if config.test_limit:
         test = test[:config.test_limit]
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
     backbone = backbone or _load_backbone(args)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
-    run = ActiveLearningRun(config, task, pool, test, backbone, RunDir(run_dir), cache_root=cache)
+    run_dir = RunDir(run_dir)
+    oracle = None
+    if config.labels == "human":
+        from star_al.labeling.label_studio import LabelStudioProject
+        from star_al.labeling.people import HumanOracle
+
+        studio = LabelStudioProject.for_run(run_dir, getattr(args, "label_studio", None))
+        oracle = HumanOracle(run_dir, task, studio)
+    run = ActiveLearningRun(config, task, pool, test, backbone, run_dir, oracle=oracle, cache_root=cache,
+                            partial=getattr(args, "partial", False))
     rounds = run.run()
     return backbone, rounds
 
@@ -431,6 +459,13 @@ def cmd_run(args) -> None:
 def _print_curve(rounds) -> None:
     from star_al.analysis.metrics import auc
 
+    if any(r["accuracy"] is None for r in rounds):  # no test set (--no-eval)
+        def point(r):
+            agreement = "-" if r["agreement"] is None else f"{100 * r['agreement']:.0f}%"
+            return f"{r['n_labeled']}:{r['pool_uncertainty']:.3f}:{agreement}"
+
+        print("rounds (labeled:pool uncertainty:agreement) " + " ".join(point(r) for r in rounds))
+        return
     curve = " ".join(f"{r['n_labeled']}:{100 * r['accuracy']:.1f}" for r in rounds)
     area = auc([r["n_labeled"] for r in rounds], [r["accuracy"] for r in rounds])
     print(f"curve (labeled:accuracy%) {curve}")
@@ -561,6 +596,65 @@ def cmd_probe(args) -> None:
     print(f"wrote {out}: confidence.csv, confidence.png, summary.md", file=sys.stderr)
 
 
+def cmd_label(args) -> None:
+    from star_al.al.run_dir import RunDir
+    from star_al.labeling.ledger import LabelLedger
+    from star_al.labeling.people import check_answers, read_answers
+
+    run_dir = RunDir(args.run_dir)
+    if bool(args.file) == bool(args.from_label_studio):
+        raise StarError("label: give a labels FILE or --from-label-studio (one of them)")
+    with run_dir.locked():
+        config = run_dir.read_config()
+        pending = run_dir.read_pending()
+        if pending is None:
+            raise StarError(f"{run_dir.path}: no batch is waiting for labels (star status {run_dir.path})")
+        task = _task_of(config)
+        ledger = LabelLedger(run_dir.labels_path)
+        labeled = set(ledger.labels())
+        if args.from_label_studio:
+            from star_al.labeling.label_studio import LabelStudioProject
+
+            studio = LabelStudioProject.for_run(run_dir, None)
+            if studio is None:
+                raise StarError(f"{run_dir.path} has no Label Studio project (start the run with --label-studio URL)")
+            rows, source = studio.pull(), "label-studio"
+        else:
+            rows, source = read_answers(Path(args.file)), "person"
+        labels = check_answers(task, rows, set(pending["ids"]), labeled)
+        ledger.append(labels, pending["round"], source)
+    left = len([i for i in pending["ids"] if i not in labeled | {label.id for label in labels}])
+    print(f"imported {len(labels)} labels for round {pending['round']}; {left} of {len(pending['ids'])} left")
+    print(f"next: star resume {run_dir.path}" + (" (or --partial to train on what is there)" if left else ""))
+
+
+def _task_of(config):
+    from star_al.data.tasks import load_task
+
+    return load_task(config.task)
+
+
+def cmd_status(args) -> None:
+    from star_al.al.run_dir import RunDir
+    from star_al.labeling.ledger import LabelLedger
+
+    run_dir = RunDir(args.run_dir)
+    config = run_dir.read_config()
+    rounds = run_dir.read_rounds()
+    pending = run_dir.read_pending()
+    labeled = LabelLedger(run_dir.labels_path).labels()
+    print(f"{run_dir.path}: {config.task}, {config.strategy}, labels by {config.labels}; "
+          f"{len(rounds)} of {config.n_rounds + 1} rounds done, {len(labeled)} labels")
+    if rounds and rounds[-1].get("accuracy") is not None:
+        print(f"last round: {rounds[-1]['n_labeled']} labeled, accuracy {100 * rounds[-1]['accuracy']:.2f}%")
+    if pending is not None:
+        left = [i for i in pending["ids"] if i not in labeled]
+        print(f"round {pending['round']} batch: {len(pending['ids']) - len(left)} of {len(pending['ids'])} labeled, "
+              f"{len(left)} left" + (f" (files in {run_dir.path / 'to_label'})" if config.labels == "human" else ""))
+    elif run_dir.is_finished():
+        print("finished")
+
+
 def cmd_list(args) -> None:
     from star_al.models.adapters import ADAPTERS
     from star_al.models.backbones import EMBEDDED
@@ -583,7 +677,7 @@ def cmd_list(args) -> None:
             print(f"  {name:<14} {text}")
 
 
-COMMANDS = {"list": cmd_list, "bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+COMMANDS = {"list": cmd_list, "label": cmd_label, "status": cmd_status, "bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 
@@ -591,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
+    except AwaitingLabels as waiting:  # a clean stop: the batch is out with people
+        print(str(waiting))
+        return 0
     except StarError as error:
         print(f"star: error: {error}", file=sys.stderr)
         return 1

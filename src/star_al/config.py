@@ -117,6 +117,8 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     finetune: str = "lora"              # or "full": every weight trained (the paper's Figure 1)
+    labels: str = "gold"                # who labels: "gold" (the dataset's answers: a simulation) or "human"
+    evaluate: bool = True               # False (--no-eval): no labelled test set; rounds report the pool instead
     data_hash: str | None = None        # fingerprint of the train and test examples the run reads
 
     def __post_init__(self):
@@ -150,6 +152,12 @@ class RunConfig:
             raise StarError(f"pe_mode must be 'label-free' or 'gold', got {self.pe_mode!r}")
         if self.finetune not in ("lora", "full"):
             raise StarError(f"unknown finetune {self.finetune!r}; choose 'lora' or 'full'")
+        if self.labels not in ("gold", "human"):
+            raise StarError(f"labels must be 'gold' or 'human', got {self.labels!r}")
+        if not isinstance(self.evaluate, bool):
+            raise StarError(f"evaluate must be true or false, got {self.evaluate!r}")
+        if not self.evaluate and self.labels == "gold":
+            raise StarError("--no-eval is for runs that people label (--labels human); a simulation has a test set")
         if self.pool_subsample and self.pool_subsample < self.query_size:
             raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
         self.recipe.check(self)

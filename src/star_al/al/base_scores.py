@@ -29,7 +29,7 @@ def _log(message: str) -> None:
 # 2: entries written before a run released its adapter may hold tuned scores.
 # 3: keyed by the pool examples' content and the weights' dtype, not the data folder's path.
 BASE_SCORES_VERSION = 3
-BASE_SCORE_KEYS = ("ids", "me", "pe", "pe_gold")
+BASE_SCORE_KEYS = ("ids", "me", "pe")  # and pe_gold when every pool example has its answer (a simulation)
 
 
 def base_cache_key(config, pool_examples, dtype) -> str:
@@ -50,7 +50,7 @@ def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] 
         return None
     whole = all(key in arrays and arrays[key].shape == pool_ids.shape for key in BASE_SCORE_KEYS)
     if not whole or not np.array_equal(arrays["ids"], pool_ids) or \
-            not all(np.isfinite(arrays[key]).all() for key in BASE_SCORE_KEYS[1:]):
+            not all(np.isfinite(arrays[key]).all() for key in set(arrays) - {"ids"}):
         _log(f"{path}: not this pool's base scores: dropped, computing them again")
         return None
     return arrays
@@ -75,11 +75,14 @@ def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: R
     with (FileLock(f"{shared}.lock") if shared is not None else contextlib.nullcontext()):
         arrays = read_base_scores(shared, pool_ids) if shared is not None else None
         if arrays is None:
-            options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=True,
+            answered = all(ex.gold is not None for ex in pool_examples)
+            options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=answered,
                                      max_prompt_tokens=config.train.max_prompt_tokens)
             scores = score_examples(model, tokenizer, task, pool_examples, options,
                                     desc="score pool (base model)")
-            arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0], "pe_gold": scores.pe_gold[0]}
+            arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0]}
+            if scores.pe_gold is not None:
+                arrays["pe_gold"] = scores.pe_gold[0]
             if shared is not None:
                 write_npz_atomic(shared, **arrays)
     write_npz_atomic(run_dir.base_scores_path, **arrays)

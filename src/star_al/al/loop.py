@@ -25,7 +25,7 @@ import torch
 
 from star_al.al.base_scores import base_pool_scores
 from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
-from star_al.al.streams import QUERY_STREAM, choose_pool, rng_for, warm_start
+from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for, warm_start
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.evaluation import evaluate, write_predictions
@@ -33,14 +33,11 @@ from star_al.engine.scoring import ScoringOptions, score_examples
 from star_al.engine.training import full_copy, train_adapter, train_full
 from star_al.errors import StarError
 from star_al.labeling.ledger import LabelLedger
-from star_al.labeling.oracle import GoldOracle, Oracle
+from star_al.labeling.oracle import Batch, GoldOracle, Oracle
+from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through here)
 from star_al.models.adapters import ADAPTERS
 from star_al.stopping import run_limits
 from star_al.strategies.base import Needs, Query, ScoreView
-
-
-class AwaitingLabels(StarError):
-    """The queried batch went out to people; the run resumes once their labels are back."""
 
 
 def _log(message: str) -> None:
@@ -51,12 +48,12 @@ class ActiveLearningRun:
     """One run: a config, its data, a backbone, an oracle and a run directory."""
 
     def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
-                 oracle: Oracle | None = None, cache_root: Path | None = None):
+                 oracle: Oracle | None = None, cache_root: Path | None = None, partial: bool = False):
         # The data is part of the run's identity: resuming on edited or other data is refused.
         self.config = config = replace(config, data_hash=fingerprint(pool, test))
         self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
         self.oracle = oracle or GoldOracle()
-        self.cache_root = cache_root
+        self.cache_root, self.partial = cache_root, partial
         self.by_id = {ex.id: ex for ex in pool}
         self.strategy = config.recipe.build(config)
         self.stop = run_limits(config)
@@ -90,8 +87,10 @@ class ActiveLearningRun:
             while self.stop.should_stop(rounds) is None:
                 record = self.run_round(len(rounds), rounds, base)
                 rounds.append(record)
-                _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, "
-                     f"accuracy {100 * record['accuracy']:.2f}% "
+                measured = (f"accuracy {100 * record['accuracy']:.2f}%" if record["accuracy"] is not None else
+                            f"pool uncertainty {record['pool_uncertainty']:.3f}, agreement "
+                            + ("-" if record["agreement"] is None else f"{100 * record['agreement']:.1f}%"))
+                _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, {measured} "
                      f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
         finally:
             self._release_adapter()
@@ -101,23 +100,24 @@ class ActiveLearningRun:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         query = self._query(round_index, rounds, base, timings)
-        self._label(query.ids, round_index)
-        labeled = self._labeled_set([i for record in rounds for i in record["selected_ids"]] + query.ids)
+        answered = self._label(query, round_index)
+        selected = [i for i in query.ids if i in answered]
+        labeled = self._labeled_set([i for record in rounds for i in record["selected_ids"]] + selected)
         tick = time.perf_counter()
         train_result = self._fine_tune(round_index, labeled)
         timings["train"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
-                                   self.config.score_batch_size, desc=f"round {round_index}: evaluate")
+        summary = self._measure(round_index)
         timings["eval"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
-        write_predictions(scores, self.run_dir.predictions_path(round_index))
         self._save_adapter(round_index)
-        record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": query.ids,
-                  "selected_scores": query.scores, "lambda": query.info.get("lambda"),
-                  "accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
-                  "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"],
+        scores = query.scores and [s for i, s in zip(query.ids, query.scores) if i in answered]
+        record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": selected,
+                  "selected_scores": scores, "lambda": query.info.get("lambda"), **summary,
                   "train_steps": train_result.steps, "timings": timings}
+        queued = [i for i in query.ids if i not in answered]
+        if queued:  # a partly labeled batch (--partial): the rest stays queued for the next round
+            record["queued_ids"] = queued
         self.run_dir.append_round(record)
         self.run_dir.clear_pending()
         self._promote_adapter()
@@ -125,14 +125,17 @@ class ActiveLearningRun:
 
     # -- query ------------------------------------------------------------------------------
     def _query(self, round_index, rounds, base, timings) -> Query:
-        if round_index == 0:
-            return Query(warm_start(self.config, self.pool_ids), None)
         labeled_ids = [i for record in rounds for i in record["selected_ids"]]
+        queued = rounds[-1].get("queued_ids", []) if rounds else []
         pending = self.run_dir.read_pending()
         if pending is not None and pending["round"] == round_index:
-            self._check_pending(pending, labeled_ids)
+            self._check_pending(pending, labeled_ids, len(queued))
             return Query(pending["ids"], pending["scores"], info={"lambda": pending.get("lambda")})
-        taken = set(labeled_ids)
+        if round_index == 0:
+            query = Query(warm_start(self.config, self.pool_ids), None)
+            self.run_dir.write_pending({"round": 0, "ids": query.ids, "scores": None, "lambda": None})
+            return query
+        taken = set(labeled_ids) | set(queued)
         unlabeled = np.array([i for i in self.pool_ids if i not in taken])
         seed = self.config.seed
         view = ScoreView(unlabeled, round_index - 1, self.strategy.needs, partial(self._score_pool, round_index),
@@ -142,6 +145,9 @@ class ActiveLearningRun:
         if view.scored is not None:
             timings["score"] = time.perf_counter() - tick
             self._save_scores(round_index, view, query, base)
+        if queued:
+            query = Query(queued + query.ids, query.scores and [None] * len(queued) + query.scores,
+                          query.candidate_scores, query.info)
         self.run_dir.write_pending({"round": round_index, "ids": query.ids, "scores": query.scores,
                                     "lambda": query.info.get("lambda")})
         return query
@@ -166,10 +172,10 @@ class ActiveLearningRun:
         if base is not None:
             position = {int(i): n for n, i in enumerate(base["ids"])}
             rows = np.array([position[int(i)] for i in ids])
-            arrays.update({f"base_{key}": base[key][rows] for key in ("me", "pe", "pe_gold")})
+            arrays.update({f"base_{key}": base[key][rows] for key in ("me", "pe", "pe_gold") if key in base})
         write_npz_atomic(self.run_dir.scores_path(round_index), combined=query.candidate_scores, **arrays)
 
-    def _check_pending(self, pending: dict, labeled_ids: list[int]) -> None:
+    def _check_pending(self, pending: dict, labeled_ids: list[int], n_queued: int = 0) -> None:
         """A queried batch read back must be new, distinct pool ids, one query's worth."""
         ids, path = pending["ids"], self.run_dir.pending_path
         problems = []
@@ -180,22 +186,42 @@ class ActiveLearningRun:
         unknown = sorted(set(ids) - set(int(i) for i in self.pool_ids))
         if unknown:
             problems.append(f"ids outside the pool ({unknown[:5]})")
-        if len(ids) != self.config.query_size:
-            problems.append(f"{len(ids)} ids where a query has {self.config.query_size}")
+        size = (self.config.warm_start if pending["round"] == 0 else self.config.query_size) + n_queued
+        if len(ids) != size:
+            problems.append(f"{len(ids)} ids where this batch has {size}")
         if problems:
             raise StarError(f"{path}: {'; '.join(problems)}; delete it and `star resume` queries that round again")
 
     # -- label: the ledger is the only source of answers for training ------------------------
-    def _label(self, ids: list[int], round_index: int) -> None:
-        """Ask the oracle for the ids the ledger has no label for yet, and record its answers."""
+    def _label(self, query: Query, round_index: int) -> set[int]:
+        """Ask the oracle for the queried ids the ledger has no label for yet, and record its answers.
+
+        Returns the ids that have a label. People may have labeled only part of the batch:
+        the run waits for the rest, unless asked to go on with what is there (--partial).
+        """
         have = self.ledger.labels()
-        missing = [i for i in ids if i not in have]
-        if not missing:
-            return
-        labels = self.oracle.label([self.by_id[i] for i in missing], round_index)
-        if sorted(label.id for label in labels) != sorted(missing):
-            raise StarError(f"the {self.oracle.source} oracle answered for other ids than were asked")
-        self.ledger.append(labels, round_index, self.oracle.source)
+        missing = [i for i in query.ids if i not in have]
+        if missing and not (self.partial and len(missing) < len(query.ids)):
+            batch = self._batch(query, missing, round_index)
+            labels = self.oracle.label(batch)
+            if sorted(label.id for label in labels) != sorted(missing):
+                raise StarError(f"the {self.oracle.source} oracle answered for other ids than were asked")
+            self.ledger.append(labels, round_index, self.oracle.source)
+            have = self.ledger.labels()
+        return {i for i in query.ids if i in have}
+
+    def _batch(self, query: Query, ids: list[int], round_index: int) -> Batch:
+        """The batch for the oracle; people also see the current model's answer and uncertainty."""
+        examples = [self.by_id[i] for i in ids]
+        if self.oracle.simulated:
+            return Batch(round_index, examples)
+        position = {i: n for n, i in enumerate(query.ids)}
+        options = ScoringOptions(batch_size=self.config.score_batch_size,
+                                 max_prompt_tokens=self.config.train.max_prompt_tokens)
+        scores = score_examples(self.model, self.backbone.tokenizer, self.task, examples, options,
+                                desc=f"round {round_index}: the model's answers")
+        return Batch(round_index, examples, [query.scores[position[i]] for i in ids] if query.scores else None,
+                     list(scores.predictions), [float(u) for u in scores.me[0]])
 
     def _labeled_set(self, ids: list[int]):
         entries = self.ledger.labels()
@@ -203,6 +229,30 @@ class ActiveLearningRun:
         if lacking:
             raise StarError(f"{self.ledger.path} has no label for ids {lacking[:5]}; label them, then resume")
         return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
+
+    # -- measure -------------------------------------------------------------------------------
+    def _measure(self, round_index: int) -> dict:
+        """Accuracy and calibration on the test set; without one (--no-eval), the mean uncertainty
+        of a fixed sample of the pool and how many of its predictions agree with the last round's."""
+        config, path = self.config, self.run_dir.predictions_path(round_index)
+        if config.evaluate:
+            scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
+                                       config.score_batch_size, desc=f"round {round_index}: evaluate")
+            write_predictions(scores, path)
+            return {"accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
+                    "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"]}
+        ids = monitor_ids(config, self.pool_ids)
+        options = ScoringOptions(batch_size=config.score_batch_size, max_prompt_tokens=config.train.max_prompt_tokens)
+        scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
+                                options, desc=f"round {round_index}: score the monitor sample")
+        write_predictions(scores, path)
+        previous = self.run_dir.predictions_path(round_index - 1)
+        agreement = None
+        if round_index > 0 and previous.is_file():
+            before = {row["id"]: row["prediction"] for row in map(json.loads, previous.read_text().splitlines())}
+            agreement = float(np.mean([before.get(i) == p for i, p in zip(scores.ids, scores.predictions)]))
+        return {"accuracy": None, "pool_uncertainty": float(scores.me[0].mean()), "agreement": agreement,
+                "n_monitor": len(ids)}
 
     # -- train, adapters ----------------------------------------------------------------------
     def _fine_tune(self, round_index, labeled):
@@ -255,7 +305,7 @@ class ActiveLearningRun:
         rounds.jsonl are committed) is trained again: same labels, same seed, same weights.
         """
         for record in rounds:
-            self._label(record["selected_ids"], record["round"])
+            self._label(Query(record["selected_ids"], None), record["round"])
         round_index = len(rounds) - 1
         if self.config.finetune == "lora":
             for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):

@@ -11,8 +11,9 @@ import numpy as np
 from star_al.errors import StarError
 from star_al.strategies.subsample import SUBSAMPLE_STREAM
 
-POOL_STREAM, WARM_STREAM, QUERY_STREAM = 1, 2, 3
-assert SUBSAMPLE_STREAM not in (POOL_STREAM, WARM_STREAM, QUERY_STREAM)
+POOL_STREAM, WARM_STREAM, QUERY_STREAM, MONITOR_STREAM = 1, 2, 3, 5
+assert SUBSAMPLE_STREAM not in (POOL_STREAM, WARM_STREAM, QUERY_STREAM, MONITOR_STREAM)
+MONITOR_SIZE = 200
 
 
 def rng_for(seed: int, *stream: int) -> np.random.Generator:
@@ -35,3 +36,9 @@ def warm_start(config, pool_ids: np.ndarray) -> list[int]:
     """Round 0's batch: `warm_start` pool ids at random (the paper's cold start)."""
     chosen = rng_for(config.seed, WARM_STREAM).choice(pool_ids, config.warm_start, replace=False)
     return sorted(int(i) for i in chosen)
+
+
+def monitor_ids(config, pool_ids: np.ndarray) -> list[int]:
+    """A fixed random sample of the pool that runs without a test set watch round after round."""
+    size = min(MONITOR_SIZE, len(pool_ids))
+    return sorted(int(i) for i in rng_for(config.seed, MONITOR_STREAM).choice(pool_ids, size, replace=False))

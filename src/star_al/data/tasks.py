@@ -47,8 +47,9 @@ class Example:
 
     id: int
     prompt: str
-    target: str
-    gold: str
+    target: str | None   # None: a pool record nobody has labeled yet
+    gold: str | None
+    record: dict | None = field(default=None, compare=False, hash=False, repr=False)  # the fields, for export
 
 
 def fingerprint(*splits: Iterable[Example]) -> str:
@@ -117,32 +118,38 @@ class Task:
                                     f"({error}); give the label's full target text") from error
         return Example(example.id, example.prompt, target, answer)
 
-    def load(self, split: str, data_dir: Path) -> list[Example]:
+    def load(self, split: str, data_dir: Path, require_answer: bool = True) -> list[Example]:
         """Examples of one split from ``data_dir``; ids count examples, errors cite file lines."""
         if split not in self.splits:
             raise StarError(f"task {self.name} has no split '{split}' (splits: {', '.join(self.splits)})")
         path = Path(data_dir) / self.splits[split]
         if not path.is_file():
             raise StarError(f"task {self.name}: split file {path} not found")
-        return self.build_examples(_read_jsonl(path))
+        return self.build_examples(_read_jsonl(path), require_answer)
 
-    def build_examples(self, located_records: Iterable[tuple[str, dict]]) -> list[Example]:
+    def build_examples(self, located_records: Iterable[tuple[str, dict]],
+                       require_answer: bool = True) -> list[Example]:
         """Normalise, check and render records; shared by local JSONL and Hugging Face rows.
 
         ``located_records`` pairs each raw record with where it came from ("path:LINE"), so
-        every error points at the line to fix.
+        every error points at the line to fix. Without ``require_answer`` (a pool that people
+        label) a record may lack its answer: its gold and target are then None.
         """
         named_by = self._fields_named_by()
         examples = []
         for where, raw in located_records:
             record = self._normalized(where, raw)
+            answered = record.get(self.answer) not in (None, "")
             for name, key in named_by.items():
-                if name not in record:
+                if name not in record and (require_answer or name != self.answer):
                     raise StarError(f"{where}: missing field '{name}' named by the task's {key}")
-            gold = self._gold(where, record)
             prompt = _render(where, "prompt", self.prompt, record)
-            target = _render(where, "target", self.target, {**record, "gold": gold})
-            examples.append(Example(id=len(examples), prompt=prompt, target=target, gold=gold))
+            if answered or require_answer:
+                gold = self._gold(where, record)
+                target = _render(where, "target", self.target, {**record, "gold": gold})
+            else:
+                gold = target = None
+            examples.append(Example(id=len(examples), prompt=prompt, target=target, gold=gold, record=raw))
         return examples
 
     def extract_answer(self, generated: str) -> str | None:
@@ -596,12 +603,13 @@ def _hf_rows(hf_cfg: dict, hf_split: str) -> Iterable[dict]:
 
 
 def load_examples(
-    task: Task, split: str, data_root: str | None = None, data_dir: str | None = None
+    task: Task, split: str, data_root: str | None = None, data_dir: str | None = None,
+    require_answer: bool = True,
 ) -> list[Example]:
     """A split's examples from the local folder if there is one, else from the task's ``hf`` dataset."""
     folder = resolve_data_dir(task, data_root, data_dir)
     if folder is not None:
-        return task.load(split, folder)
+        return task.load(split, folder, require_answer)
     expected = _expected_folder(task, data_root) or "a folder"
     hint = (
         f"no local data for task {task.name}: put {'/'.join(task.splits.values())} in {expected} "
@@ -617,4 +625,5 @@ def load_examples(
     except Exception as error:  # offline, missing `datasets`, unknown id: all mean "use local files"
         raise StarError(f"{hint} (Hugging Face {task.hf['path']} unreachable: {_one_line(error)})") from error
     location = f"Hugging Face {task.hf['path']}[{hf_split}] row"
-    return task.build_examples((f"{location} {index}", map_hf_record(task.hf, row)) for index, row in enumerate(rows))
+    return task.build_examples(((f"{location} {index}", map_hf_record(task.hf, row)) for index, row in enumerate(rows)),
+                               require_answer)

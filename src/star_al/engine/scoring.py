@@ -327,7 +327,7 @@ def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) 
     predictions = [task.extract_answer(text) for text in texts]
     n_tokens = np.maximum([len(r) for r in responses], 1)
     confidence = np.exp(-pe.mean(axis=0) / n_tokens)  # geometric-mean token probability
-    correct = np.array([task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
+    correct = np.array([g is not None and task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
     return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold,
                   responses=texts)
 
@@ -342,12 +342,14 @@ def _label_scores(task, examples, label_logprobs, me, golds) -> Scores:
     gold_index = np.array([_label_index(task, g) for g in golds])
     rows = np.arange(len(examples))
     pe = -label_logprobs[:, rows, choice]
-    pe_gold = -label_logprobs[:, rows, gold_index]
-    correct = choice == gold_index
+    pe_gold = -label_logprobs[:, rows, gold_index] if all(g is not None for g in golds) else None
+    correct = (choice == gold_index) & (gold_index >= 0)
     return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold)
 
 
-def _label_index(task, gold: str) -> int:
+def _label_index(task, gold: str | None) -> int:
+    if gold is None:
+        return -1
     lowered = [label.lower() for label in task.labels]
     return lowered.index(gold.lower()) if gold.lower() in lowered else -1
 

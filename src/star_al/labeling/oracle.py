@@ -21,6 +21,18 @@ class Label:
     target: str | None = None
 
 
+@dataclass
+class Batch:
+    """One round's examples to label, with what the model thinks of them (for people; a
+    simulated oracle gets none of it, so a simulation costs no extra pass)."""
+
+    round: int
+    examples: list
+    scores: list[float | None] | None = None        # the acquisition score of each (None: warm start, queued)
+    model_answers: list[str | None] | None = None
+    uncertainty: list[float] | None = None          # the model's maximum entropy on each
+
+
 class Oracle(ABC):
     """Labels queried examples. `simulated` oracles read the dataset's answers."""
 
@@ -28,8 +40,8 @@ class Oracle(ABC):
     source: str = "oracle"
 
     @abstractmethod
-    def label(self, examples, round_index: int) -> list[Label]:
-        ...
+    def label(self, batch: Batch) -> list[Label]:
+        """Labels for the batch's examples, or raise (people: AwaitingLabels) until they exist."""
 
 
 class GoldOracle(Oracle):
@@ -38,5 +50,10 @@ class GoldOracle(Oracle):
     simulated = True
     source = "gold"
 
-    def label(self, examples, round_index: int) -> list[Label]:
-        return [Label(ex.id, ex.gold, ex.target) for ex in examples]
+    def label(self, batch: Batch) -> list[Label]:
+        missing = [ex.id for ex in batch.examples if ex.gold is None]
+        if missing:
+            from star_al.errors import StarError
+
+            raise StarError(f"the pool has no answers for ids {missing[:5]}: run with --labels human")
+        return [Label(ex.id, ex.gold, ex.target) for ex in batch.examples]
