@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -88,3 +89,13 @@ def sst2_folder(data_root, tmp_path) -> Path:
     (folder / "train.jsonl").write_text("".join((source / "train.jsonl").read_text().splitlines(True)[:60]))
     (folder / "dev.jsonl").write_text("".join((source / "dev.jsonl").read_text().splitlines(True)[:10]))
     return folder
+
+
+@pytest.fixture
+def unlabeled_pool(sst2_folder):
+    """The sst2 folder with the answers taken out of train.jsonl; the answers kept aside by line."""
+    lines = (sst2_folder / "train.jsonl").read_text().splitlines()
+    answers = [json.loads(line)["label"] for line in lines]
+    (sst2_folder / "train.jsonl").write_text("".join(json.dumps({"sentence": json.loads(line)["sentence"]}) + "\n"
+                                                     for line in lines))
+    return sst2_folder, answers

@@ -16,16 +16,6 @@ from star_al.labeling.ledger import LabelLedger
 from test_reliability import assert_one_line_error, star
 
 
-@pytest.fixture
-def unlabeled_pool(sst2_folder):
-    """The sst2 folder with the answers taken out of train.jsonl; the answers kept aside by line."""
-    lines = (sst2_folder / "train.jsonl").read_text().splitlines()
-    answers = [json.loads(line)["label"] for line in lines]
-    (sst2_folder / "train.jsonl").write_text("".join(json.dumps({"sentence": json.loads(line)["sentence"]}) + "\n"
-                                                     for line in lines))
-    return sst2_folder, answers
-
-
 def human_args(model_dir, data, out, *extra):
     return ["run", "--task", "sst2", "--data", data, "--strategy", "me", "--preset", "smoke", "--labels", "human",
             "--model", model_dir, "--device", "cpu", "--dtype", "float32", "--warm-start", 4, "--query-size", 3,

@@ -1,0 +1,48 @@
+"""Against a real Label Studio: push a round, annotate through its API as an annotator
+would (one annotation cancelled), pull, and train on exactly the submitted ones.
+
+Needs a running server: `scripts/label_studio_roundtrip.sh` starts one (SQLite, a temporary
+home) and runs this file; without STAR_LABEL_STUDIO_URL it is skipped.
+"""
+
+import json
+import os
+
+import pytest
+
+from star_al.labeling.ledger import LabelLedger
+from test_people import human_args, resume, waiting_batch
+from test_reliability import star
+
+URL = os.environ.get("STAR_LABEL_STUDIO_URL")
+pytestmark = [pytest.mark.label_studio,
+              pytest.mark.skipif(not URL, reason="no Label Studio server (scripts/label_studio_roundtrip.sh)")]
+
+
+def test_push_annotate_cancel_pull_and_train_on_the_submitted(tiny_model_dir, unlabeled_pool, tmp_path, capsys):
+    from label_studio_sdk import LabelStudio
+
+    data, answers = unlabeled_pool
+    run_dir = tmp_path / "R"
+    assert star(capsys, *human_args(tiny_model_dir, data, run_dir, "--label-studio", URL))[0] == 0
+    project_id = json.loads((run_dir / "label_studio.json").read_text())["project_id"]
+    client = LabelStudio(base_url=URL, api_key=os.environ["LABEL_STUDIO_API_KEY"])
+    tasks = list(client.tasks.list(project=project_id, fields="all"))
+    assert sorted(t.data["id"] for t in tasks) == sorted(row["id"] for row in waiting_batch(run_dir, 0))
+    assert all(t.predictions for t in tasks)  # the model's answer came along as a prediction
+
+    cancelled = tasks[0]
+    for task in tasks:
+        result = [{"from_name": "answer", "to_name": "question", "type": "choices",
+                   "value": {"choices": [answers[task.data["id"]]]}}]
+        client.annotations.create(id=task.id, result=result, was_cancelled=task.id == cancelled.id)
+
+    code, _ = star(capsys, "label", run_dir, "--from-label-studio")
+    assert code == 0
+    submitted = sorted(t.data["id"] for t in tasks if t.id != cancelled.id)
+    assert sorted(e["id"] for e in LabelLedger(run_dir / "labels.jsonl").read()) == submitted
+    assert resume(capsys, run_dir, "--partial")[0] == 0
+    first = json.loads((run_dir / "rounds.jsonl").read_text().splitlines()[0])
+    assert sorted(first["selected_ids"]) == submitted and first["queued_ids"] == [cancelled.data["id"]]
+    assert all(e["answer"] == answers[e["id"]] and e["source"] == "label-studio"
+               for e in LabelLedger(run_dir / "labels.jsonl").read())
