@@ -177,7 +177,7 @@ def test_bad_setting_is_one_line_and_writes_nothing(flags, needle, tiny_model_di
     ("n_rounds: 1.5\n", "n_rounds must be an integer, got 1.5"),
     ("lora: x\n", "'lora' must be a mapping"),
     ("train: {epochs: 2, speed: 3}\n", "unknown key train.'speed'"),
-    ("task: boolq\n", "'task' is given on the command line"),
+    ("data_hash: abc\n", "'data_hash' is derived from the data"),
     ("- a list\n", "expected a mapping"),
 ])
 def test_bad_config_file_value_is_one_line_and_writes_nothing(body, needle, tiny_model_dir, sst2_folder, tmp_path,
@@ -339,3 +339,22 @@ def test_atomic_files_get_the_umasks_mode_not_0600(tmp_path):
                                              ("PE + L2 + dynamic", "pe+dynamic+l2"), ("Random", "random")])
 def test_strategy_names_are_recorded_in_one_canonical_form(given, canonical):
     assert smoke_config(given).strategy == canonical
+
+
+def test_one_yaml_describes_a_whole_run_and_the_command_line_wins(tiny_model_dir, sst2_folder, tmp_path, capsys,
+                                                                  monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("STAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    whole = {"task": "sst2", "strategy": "me+dynamic", "seed": 2, "preset": "smoke", "model": str(tiny_model_dir),
+             "warm_start": 4, "query_size": 3, "n_rounds": 1, "pool_size": 30, "test_limit": 6,
+             "lora": {"rank": 4, "dropout": 0.2}, "train": {"epochs": 1, "learning_rate": 1e-3}, "out": "from-file"}
+    (tmp_path / "whole_run.yaml").write_text(yaml.safe_dump(whole))
+    assert star(capsys, "run", "--config", "whole_run.yaml")[0] == 0
+    saved = json.loads((tmp_path / "from-file" / "config.json").read_text())
+    assert (saved["task"], saved["strategy"], saved["seed"], saved["n_rounds"], saved["lora"]["rank"]) == \
+        ("sst2", "me+dynamic", 2, 1, 4)
+    assert star(capsys, "run", "--config", "whole_run.yaml", "--rank", "2", "--seed", "3", "--out", "flags")[0] == 0
+    saved = json.loads((tmp_path / "flags" / "config.json").read_text())
+    assert (saved["seed"], saved["lora"]["rank"], saved["lora"]["dropout"]) == (3, 2, 0.2)

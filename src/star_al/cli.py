@@ -26,29 +26,71 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_options(parser):
     parser.add_argument("--model", default="smollm2-135m",
                         help="smollm2-135m (default), gemma3-270m, a .gguf file, a model directory or a hub id")
+    _add_device_options(parser)
+
+
+def _add_task_options(parser):
+    parser.add_argument("--task", required=True, help="gsm8k, boolq, obqa, sst2 or a task YAML path")
+    _add_data_options(parser)
+
+
+def _add_data_options(parser):
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the built-in tasks' data (default: $STAR_DATA_ROOT, else ../shared/data)")
+    parser.add_argument("--data", default=None, help="folder with this task's train/test JSONL")
+
+
+def _add_device_options(parser):
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bf16 where fast)")
     parser.add_argument("--cache-dir", default=None, help="where de-quantized models are kept "
                         "(default: $STAR_CACHE or ~/.cache/star-al)")
 
 
-def _add_task_options(parser):
-    parser.add_argument("--task", required=True, help="gsm8k, boolq, obqa, sst2 or a task YAML path")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the built-in tasks' data (default: $STAR_DATA_ROOT, else ../shared/data)")
-    parser.add_argument("--data", default=None, help="folder with this task's train/test JSONL")
+def add_setting_options(parser, groups=("run", "lora", "train"), exclude=()) -> None:
+    """Generate the options of a command from the config dataclasses (one declaration per setting:
+    its default, help and flag live on the field; see config.setting). Every option defaults to
+    None, meaning "not given": the preset, the task file and a --config file decide then."""
+    from dataclasses import MISSING, fields
+
+    from star_al.config import LoraSettings, RunConfig, TrainSettings
+
+    classes = {"run": (RunConfig, ""), "lora": (LoraSettings, "lora."), "train": (TrainSettings, "train.")}
+    for group in groups:
+        cls, prefix = classes[group]
+        for f in fields(cls):
+            flag = f.metadata.get("flag")
+            if not flag or prefix + f.name in exclude:
+                continue
+            default = f.default if f.default is not MISSING else None
+            dest = (prefix + f.name).replace(".", "__")
+            text = f.metadata["help"] + (f" (default {','.join(default) if isinstance(default, tuple) else default})"
+                                         if default is not None and f.type != "bool" else "")
+            if f.type == "bool":
+                parser.add_argument(flag, dest=dest, action="store_const", const=not default, default=None, help=text)
+                continue
+            kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
+            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text,
+                                metavar=flag.lstrip("-").upper().replace("-", "_"), **f.metadata["argparse"])
 
 
-def _add_lora_options(parser):
-    parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default 64)")
-    parser.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 16)")
-    parser.add_argument("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1)")
-    parser.add_argument("--target-modules", default=None,
-                        help="comma-separated module names (default: all-linear = every attention and MLP projection)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--train-batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="learning rate")
-    parser.add_argument("--b-decay", type=float, default=None, help="AdamW weight decay on lora_B only")
+def setting_overrides(args) -> dict:
+    """The settings given on the command line (None where not given), nested as in RunConfig."""
+    values: dict = {"lora": {}, "train": {}}
+    for dest, value in vars(args).items():
+        group, _, name = dest.rpartition("__")
+        if group in ("lora", "train"):
+            if name == "target_modules" and value is not None:
+                value = [item.strip() for item in value.split(",") if item.strip()]
+            values[group][name] = value
+    from dataclasses import fields
+
+    from star_al.config import RunConfig
+
+    for f in fields(RunConfig):
+        if f.metadata.get("flag") and f.name not in ("lora", "train") and hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = commands.add_parser("train", help="fine-tune a LoRA adapter on N random train examples, then evaluate")
     _add_task_options(tr)
     _add_model_options(tr)
-    _add_lora_options(tr)
+    add_setting_options(tr, ("lora", "train"))
     tr.add_argument("--n-train", type=int, required=True)
     tr.add_argument("--out", required=True, help="output folder (adapter/, predictions.jsonl, summary.json)")
     tr.add_argument("--seed", type=int, default=0)
@@ -76,12 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-baseline", action="store_true", help="skip evaluating the untuned model first")
 
     rn = commands.add_parser("run", help="run one active-learning curve (resumes if --out holds this run)")
-    _add_task_options(rn)
-    _add_model_options(rn)
+    _add_data_options(rn)
+    _add_device_options(rn)
     _add_run_options(rn)
-    rn.add_argument("--strategy", required=True,
-                    help="random, me, pe, or a recipe such as me+star, pe+dynamic+mc, me+dynamic+l2")
-    rn.add_argument("--seed", type=int, default=0)
     rn.add_argument("--out", default=None, help="run directory (default: runs/TASK/STRATEGY/seed-N)")
 
     rs = commands.add_parser("resume", help="continue a killed or paused run from its directory")
@@ -98,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     sw.add_argument("--out", default="runs", help="root folder of the run directories")
     sw.add_argument("--data-root", default=None)
-    _add_model_options(sw)
-    _add_run_options(sw)
+    _add_device_options(sw)
+    _add_run_options(sw, exclude=("task", "strategy", "seed"))
 
     rp = commands.add_parser("report", help="AUC/RIPL table, learning curves and CSV over run directories")
     rp.add_argument("runs", nargs="+", help="run directories, or folders holding them")
@@ -118,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc = probes.add_parser("confidence", help="wrong-answer confidence: LoRA-tuned vs in-context untuned (Figure 2)")
     _add_task_options(pc)
     _add_model_options(pc)
-    _add_lora_options(pc)
+    add_setting_options(pc, ("lora", "train"), exclude=("train.b_decay",))
     pc.add_argument("--n-train", type=int, default=None,
                     help="examples to fine-tune on (default: the preset's warm start)")
     pc.add_argument("--preset", default="cpu", help="where --n-train, the LoRA and training settings and the test slice come from (default cpu)")
@@ -164,34 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(parser):
-    parser.add_argument("--preset", default="cpu", help="paper, cpu (default) or smoke")
-    parser.add_argument("--config", default=None, help="YAML file of run settings (overrides the preset)")
-    parser.add_argument("--warm-start", type=int, default=None)
-    parser.add_argument("--query-size", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=None, help="query rounds after the warm start")
+def _add_run_options(parser, exclude=()):
+    parser.add_argument("--config", default=None,
+                        help="YAML file of run settings, any of the options below by their config names "
+                             "(task, strategy, warm_start, lora: {rank: ...}, ...); the command line wins")
     parser.add_argument("--budget", type=int, default=None,
                         help="total labels; sets the number of rounds from warm start and query size")
-    parser.add_argument("--pool-size", type=int, default=None, help="draw a fixed random pool of N train examples")
-    parser.add_argument("--pool-subsample", type=int, default=None, help="score only N random pool examples a round (0: the whole pool, as `star probe entropy` needs)")
-    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
-    parser.add_argument("--mc-passes", type=int, default=None, help="K for MC dropout (default 3)")
-    parser.add_argument("--lambda-schedule", default=None, help="reference (default), linear, cosine, exponential")
-    parser.add_argument("--pe-mode", default=None, help="label-free (default) or gold (simulation only)")
-    parser.add_argument("--score-batch-size", type=int, default=None)
-    parser.add_argument("--finetune", default=None, choices=["lora", "full"],
-                        help="lora (default) or full: train every weight (the paper's Figure 1)")
-    parser.add_argument("--b-decay-strength", type=float, default=None,
-                        help="lora_B weight decay when the strategy has L2 on B (default 0.5)")
-    parser.add_argument("--labels", default=None, choices=["gold", "human"],
-                        help="who labels: gold (the data's answers, a simulation; default) or human (people, "
-                             "through `star label`; the train file may lack answers)")
-    parser.add_argument("--no-eval", action="store_true",
-                        help="no labelled test set (with --labels human): rounds report the pool's mean "
-                             "uncertainty and the agreement of consecutive rounds' predictions")
     parser.add_argument("--label-studio", default=None, metavar="URL",
                         help="also push each batch to this Label Studio (token: $LABEL_STUDIO_API_KEY)")
-    _add_lora_options(parser)
+    add_setting_options(parser, exclude=(*exclude, "train.b_decay"))
 
 
 def data_root_from(args) -> str | None:
@@ -214,14 +234,15 @@ def _load_task_and_split(args, split, limit=None):
     return task, examples
 
 
-def _load_backbone(args):
+def _load_backbone(args, model: str | None = None):
     from star_al.models.backbones import load_backbone
     from star_al.models.hardware import choose_placement
 
+    model = model or args.model
     placement = choose_placement(args.device, args.dtype)
     cache = Path(args.cache_dir) if args.cache_dir else None
-    backbone = load_backbone(args.model, placement, cache)
-    print(f"model {args.model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
+    backbone = load_backbone(model, placement, cache)
+    print(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
           f"({placement.reason})", file=sys.stderr)
     return backbone
 
@@ -301,30 +322,16 @@ def load_adapter(model, adapter_dir: str):
     return load(model, adapter_dir)
 
 
-def _lora_flags(args) -> dict:
-    """LoRA settings given on the command line, None where not given."""
-    return {"rank": args.rank, "alpha": args.alpha, "dropout": args.lora_dropout,
-            "target_modules": args.target_modules.split(",") if args.target_modules else None}
-
-
-def _train_flags(args) -> dict:
-    """Training settings given on the command line, None where not given."""
-    return {"epochs": args.epochs, "batch_size": args.train_batch_size, "learning_rate": args.lr,
-            "b_decay": args.b_decay}
-
-
 def lora_settings_from(args, base=None):
-    from star_al.config import merge
-    from star_al.engine.training import LoraSettings
+    from star_al.config import LoraSettings, merge
 
-    return merge({"lora": base or LoraSettings()}, {"lora": _lora_flags(args)})["lora"]
+    return merge({"lora": base or LoraSettings()}, {"lora": setting_overrides(args)["lora"]})["lora"]
 
 
 def train_settings_from(args, base=None):
-    from star_al.config import merge
-    from star_al.engine.training import TrainSettings
+    from star_al.config import TrainSettings, merge
 
-    return merge({"train": base or TrainSettings()}, {"train": _train_flags(args)})["train"]
+    return merge({"train": base or TrainSettings()}, {"train": setting_overrides(args)["train"]})["train"]
 
 
 def cmd_train(args) -> None:
@@ -378,32 +385,38 @@ def cmd_train(args) -> None:
     print(f"adapter: {out / 'adapter'}")
 
 
-def _run_overrides(args) -> dict:
-    """Command-line run settings, None where not given (the preset or config file decides)."""
-    return {"model": args.model, "warm_start": args.warm_start, "query_size": args.query_size,
-            "n_rounds": args.rounds, "pool_size": args.pool_size, "pool_subsample": args.pool_subsample,
-            "test_limit": args.test_limit, "mc_passes": args.mc_passes,
-            "lambda_schedule": args.lambda_schedule, "pe_mode": args.pe_mode,
-            "score_batch_size": args.score_batch_size, "b_decay_strength": args.b_decay_strength,
-            "finetune": args.finetune, "labels": args.labels, "evaluate": False if args.no_eval else None,
-            "lora": _lora_flags(args), "train": _train_flags(args)}
-
-
-def _resolve_run_config(args, task: str, strategy: str, seed: int):
+def _resolve_run_config(args, task: str | None = None, strategy: str | None = None, seed: int | None = None):
+    """Preset, task file, --config file, command line: later wins. A sweep passes its grid's
+    task, strategy and seed; `star run` takes them from the command line or the file."""
     from dataclasses import replace
 
     from star_al.config import load_config_file, resolve_config
     from star_al.data.tasks import load_task, resolve_data_dir
 
     file_values = load_config_file(args.config) if args.config else {}
-    config = resolve_config(task, strategy, args.preset, seed, file_values, _run_overrides(args))
+    out = file_values.pop("out", None)
+    if out is not None and getattr(args, "out", None) is None:
+        args.out = str(out)
+    overrides = setting_overrides(args)
+    named = {}
+    for key, given in (("task", task), ("strategy", strategy), ("seed", seed), ("preset", None)):
+        value = given if given is not None else overrides.pop(key, None)
+        overrides.pop(key, None)
+        value = value if value is not None else file_values.pop(key, None)
+        file_values.pop(key, None)
+        named[key] = value
+    for key in ("task", "strategy"):
+        if named[key] is None:
+            raise StarError(f"no {key}: give --{key} or `{key}:` in the --config file")
+    config = resolve_config(named["task"], named["strategy"], named["preset"] or "cpu",
+                            0 if named["seed"] is None else named["seed"], file_values, overrides)
     if args.budget is not None:
         extra = args.budget - config.warm_start
         if extra < 0 or extra % config.query_size:
             raise StarError(f"--budget {args.budget} must be the warm start {config.warm_start} "
                             f"plus a multiple of the query size {config.query_size}")
         config = replace(config, n_rounds=extra // config.query_size)
-    data_dir = resolve_data_dir(load_task(task), data_root_from(args), getattr(args, "data", None))
+    data_dir = resolve_data_dir(load_task(config.task), data_root_from(args), getattr(args, "data", None))
     return replace(config, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
 
 
@@ -426,7 +439,7 @@ def _execute_run(config, run_dir, args, backbone=None):
     if config.test_limit:
         test = test[:config.test_limit]
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
-    backbone = backbone or _load_backbone(args)
+    backbone = backbone or _load_backbone(args, config.model)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
     run_dir = RunDir(run_dir)
     oracle = None
@@ -449,7 +462,7 @@ def _default_run_dir(root, config) -> Path:
 
 
 def cmd_run(args) -> None:
-    config = _resolve_run_config(args, args.task, args.strategy, args.seed)
+    config = _resolve_run_config(args)
     run_dir = Path(args.out) if args.out else _default_run_dir("runs", config)
     print(f"run directory: {run_dir}", file=sys.stderr)
     _, rounds = _execute_run(config, run_dir, args)

@@ -18,26 +18,40 @@ from star_al.errors import StarError
 ALL_LINEAR = "all-linear"
 
 
+def setting(default=None, help: str = "", flag: str | None = None, factory=None, **argparse_options):
+    """A config field declared once: its default, its help text and its command-line flag.
+
+    The CLI generates its options from these (cli.add_setting_options), a YAML config file
+    takes the same names, and validation (NUMERIC_RULES) checks them whichever way they came.
+    """
+    metadata = {"help": help, "flag": flag, "argparse": argparse_options}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """The adapter: the paper's defaults (r 64, alpha 16, dropout 0.1, all projections; docs/method.md 6)."""
 
-    rank: int = 64
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+    rank: int = setting(64, "LoRA rank", "--rank")
+    alpha: int = setting(16, "LoRA alpha", "--alpha")
+    dropout: float = setting(0.1, "LoRA dropout (MC passes switch it on)", "--lora-dropout")
+    target_modules: tuple[str, ...] = setting((ALL_LINEAR,), "comma-separated module names (all-linear: every "
+                                              "attention and MLP projection)", "--target-modules")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
 
-    epochs: int = 3
-    batch_size: int = 8
-    learning_rate: float = 1.5e-4
-    b_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_prompt_tokens: int = 1024
+    epochs: int = setting(3, "training epochs per round", "--epochs")
+    batch_size: int = setting(8, "training batch size", "--train-batch-size")
+    learning_rate: float = setting(1.5e-4, "peak learning rate", "--lr")
+    b_decay: float = setting(0.0, "AdamW weight decay on lora_B only (runs set it from --b-decay-strength)",
+                             "--b-decay")
+    warmup_ratio: float = setting(0.0, "fraction of the steps spent warming the learning rate up", "--warmup-ratio")
+    max_prompt_tokens: int = setting(1024, "prompts are cut to their last N tokens", "--max-prompt-tokens")
 
 
 # Every numeric setting's kind and range, checked once where a config is built (flags,
@@ -97,28 +111,36 @@ def check_settings(lora: LoraSettings, train: TrainSettings) -> None:
 class RunConfig:
     """Everything that decides a run's selections and curve."""
 
-    task: str
-    strategy: str
-    seed: int = 0
-    preset: str = "cpu"
-    model: str = "smollm2-135m"
+    task: str = setting(None, "gsm8k, boolq, obqa, sst2, or a task YAML path", "--task")
+    strategy: str = setting(None, "random, me, pe, or a recipe such as me+star (star list)", "--strategy")
+    seed: int = setting(0, "the run's seed (warm start, pool, queries, training)", "--seed")
+    preset: str = setting("cpu", "paper, cpu or smoke: sizes and training for the hardware at hand", "--preset")
+    model: str = setting("smollm2-135m", "smollm2-135m, gemma3-270m, a .gguf file, a model directory or a hub id",
+                         "--model")
     data_dir: str | None = None          # the task's resolved data folder (None: the hub)
-    warm_start: int = 32
-    query_size: int = 32
-    n_rounds: int = 5                   # query rounds after the warm start
-    pool_size: int | None = None        # draw a fixed random pool of this size from train
-    pool_subsample: int | None = None   # score only a random subset of the pool each round
-    test_limit: int | None = None       # evaluate on the first N test examples
-    mc_passes: int = 3
-    b_decay_strength: float = 0.5       # lora_B decay when the strategy has L2 on B
-    lambda_schedule: str = "reference"
-    pe_mode: str = "label-free"         # or "gold": scores the gold response (simulation only)
-    score_batch_size: int = 32
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    finetune: str = "lora"              # or "full": every weight trained (the paper's Figure 1)
-    labels: str = "gold"                # who labels: "gold" (the dataset's answers: a simulation) or "human"
-    evaluate: bool = True               # False (--no-eval): no labelled test set; rounds report the pool instead
+    warm_start: int = setting(32, "labels of round 0, drawn at random", "--warm-start")
+    query_size: int = setting(32, "labels queried per round", "--query-size")
+    n_rounds: int = setting(5, "query rounds after the warm start", "--rounds")
+    pool_size: int | None = setting(None, "draw a fixed random pool of N train examples (default: all)",
+                                    "--pool-size")
+    pool_subsample: int | None = setting(None, "score only N random pool examples a round (0: the whole pool)",
+                                         "--pool-subsample")
+    test_limit: int | None = setting(None, "evaluate on the first N test examples (default: all)", "--test-limit")
+    mc_passes: int = setting(3, "K passes for MC dropout", "--mc-passes")
+    b_decay_strength: float = setting(0.5, "lora_B weight decay when the strategy has L2 on B",
+                                      "--b-decay-strength")
+    lambda_schedule: str = setting("reference", "how the dynamic mix hands over (star list)", "--lambda-schedule")
+    pe_mode: str = setting("label-free", "label-free, or gold: PE of the gold answer (simulation only)",
+                           "--pe-mode", choices=["label-free", "gold"])
+    score_batch_size: int = setting(32, "scoring and evaluation batch size", "--score-batch-size")
+    lora: LoraSettings = setting(help="the adapter", factory=LoraSettings)
+    train: TrainSettings = setting(help="optimisation", factory=TrainSettings)
+    finetune: str = setting("lora", "lora, or full: train every weight (the paper's Figure 1)", "--finetune",
+                            choices=["lora", "full"])
+    labels: str = setting("gold", "who labels: gold (the data's answers, a simulation) or human (people, through "
+                          "`star label`; the train file may lack answers)", "--labels", choices=["gold", "human"])
+    evaluate: bool = setting(True, "no labelled test set (with --labels human): rounds report the pool's mean "
+                             "uncertainty and the agreement of consecutive rounds' predictions", "--no-eval")
     data_hash: str | None = None        # fingerprint of the train and test examples the run reads
 
     def __post_init__(self):
@@ -225,10 +247,10 @@ def load_config_file(path: str) -> dict:
         raise StarError(f"config file {path}: not valid YAML ({str(error).splitlines()[0]})") from error
     if not isinstance(data, dict):
         raise StarError(f"config file {path}: expected a mapping of settings")
-    known = {f.name for f in fields(RunConfig)} - set(COMMAND_LINE_ONLY)
+    known = ({f.name for f in fields(RunConfig)} - set(COMMAND_LINE_ONLY)) | {"out"}  # out: the run directory
     for key, value in data.items():
         if key in COMMAND_LINE_ONLY:
-            raise StarError(f"config file {path}: {key!r} is given on the command line, not in the file")
+            raise StarError(f"config file {path}: {key!r} is derived from the data, not a setting")
         if key not in known:
             raise StarError(f"config file {path}: unknown key {key!r}")
         if key in ("lora", "train"):
@@ -245,8 +267,8 @@ def load_config_file(path: str) -> dict:
     return data
 
 
-# Settings that name the run itself (or are derived from the data) come from the command line.
-COMMAND_LINE_ONLY = ("task", "strategy", "seed", "preset", "data_dir", "data_hash")
+# Settings derived from the data, never given.
+COMMAND_LINE_ONLY = ("data_dir", "data_hash")
 
 
 def merge(values: dict, overrides: dict) -> dict:
