@@ -12,7 +12,7 @@ if [ ! -x "$LS_VENV/bin/label-studio" ]; then
   python3 -m venv "$LS_VENV"
   "$LS_VENV/bin/pip" install --quiet "label-studio==1.23.*"
 fi
-.venv/bin/python -m pip install --quiet -e ".[label-studio,test]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[label-studio,test]"
 home=$(mktemp -d)
 token=$(python3 -c "import secrets; print(secrets.token_hex(20))")
 export LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true

@@ -13,6 +13,7 @@ from pathlib import Path
 from star_al import __version__
 from star_al.errors import StarError
 from star_al.labeling.people import AwaitingLabels
+from star_al.log import eta, log
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,9 +94,26 @@ def setting_overrides(args) -> dict:
     return values
 
 
+def _versions() -> str:
+    """star-al and the versions of the libraries whose internals it uses (CI prints this line)."""
+    import importlib.metadata
+
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
+
+    return f"star-al {__version__} (" + ", ".join(
+        f"{p} {version(p)}" for p in ("torch", "transformers", "peft", "accelerate")) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="star", description="Active learning around LoRA fine-tuning (STAR).")
-    parser.add_argument("--version", action="version", version=f"star-al {__version__}")
+    parser.add_argument("--version", action="version", version=_versions())
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="say more (debug messages)")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="only warnings and results: no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ev = commands.add_parser("eval", help="evaluate a model (optionally with an adapter) on a task's test set")
@@ -105,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N test examples")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--out", default=None, help="output folder (default: out/eval-TASK)")
+    ev.add_argument("--log-samples", action="store_true", help="also write samples_TASK.jsonl, one line per example")
 
     tr = commands.add_parser("train", help="fine-tune a LoRA adapter on N random train examples, then evaluate")
     _add_task_options(tr)
@@ -182,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = commands.add_parser("status", help="where a run stands: rounds done, the batch waiting, labels left")
     st.add_argument("run_dir")
 
+    ex = commands.add_parser("export-adapter", help="a run's last adapter as a plain PEFT directory with a model card")
+    ex.add_argument("run_dir")
+    ex.add_argument("out")
+    ex.add_argument("--base-model", default=None,
+                    help="the base model's Hub id to record (default: the one the run knows, if any)")
+    ph = commands.add_parser("push-adapter", help="upload an exported adapter directory to the Hugging Face Hub")
+    ph.add_argument("adapter_dir")
+    ph.add_argument("--repo", required=True, help="the Hub repository, e.g. me/sst2-star-adapter")
+    ph.add_argument("--private", action="store_true")
+
     commands.add_parser("list", help="what is registered: strategies, components, schedules, stopping "
                                      "criteria, adapter methods, embedded backbones")
 
@@ -242,8 +271,8 @@ def _load_backbone(args, model: str | None = None):
     placement = choose_placement(args.device, args.dtype)
     cache = Path(args.cache_dir) if args.cache_dir else None
     backbone = load_backbone(model, placement, cache)
-    print(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
-          f"({placement.reason})", file=sys.stderr)
+    log.info(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
+             f"({placement.reason})")
     return backbone
 
 
@@ -253,11 +282,16 @@ def _print_summary(label: str, summary: dict) -> None:
 
 
 def cmd_eval(args) -> None:
-    from star_al.engine.evaluation import evaluate, write_predictions
     from star_al.al.run_dir import write_text_atomic
+    from star_al.engine.evaluation import evaluate, lm_eval_results, write_predictions, write_samples
 
     _check_positive(args, "batch_size")
-    task, examples = _load_task_and_split(args, "test", args.limit)
+    task, examples = _load_task_and_split(args, "test")
+    n_original = len(examples)
+    if args.limit is not None:
+        if args.limit <= 0:
+            raise StarError(f"--limit must be positive, got {args.limit}")
+        examples = examples[:args.limit]
     out = Path(args.out or f"out/eval-{task.name}")
     check_writable_dir(out)
     if args.adapter:
@@ -270,8 +304,15 @@ def cmd_eval(args) -> None:
     write_predictions(scores, out / "predictions.jsonl")
     write_text_atomic(out / "summary.json", json.dumps(
         {"task": task.name, "model": args.model, "adapter": args.adapter, **summary}, indent=2) + "\n")
+    config = {"model": args.model, "model_hub_id": backbone.hub_id, "adapter": args.adapter, "limit": args.limit,
+              "batch_size": args.batch_size, "device": backbone.placement.device,
+              "dtype": str(backbone.placement.dtype).removeprefix("torch.")}
+    write_text_atomic(out / "results.json", json.dumps(
+        lm_eval_results(task, scores, summary, config, n_original), indent=2) + "\n")
+    if args.log_samples:
+        write_samples(task, examples, scores, out / f"samples_{task.name}.jsonl")
     _print_summary(task.name, summary)
-    print(f"predictions: {out / 'predictions.jsonl'}")
+    print(f"predictions: {out / 'predictions.jsonl'}; lm-eval-shaped results: {out / 'results.json'}")
 
 
 def _check_positive(args, *names) -> None:
@@ -375,7 +416,9 @@ def cmd_train(args) -> None:
     result = train_adapter(peft_model, backbone.tokenizer, task, labeled, train, args.seed)
     print(f"trained {result.steps} steps on {args.n_train} examples in {time.perf_counter() - started:.1f}s "
           f"(final loss {result.losses[-1]:.3f})", file=sys.stderr)
-    peft_model.save_pretrained(out / "adapter")
+    from star_al.models.adapters import LORA
+
+    LORA.save(peft_model, out / "adapter", backbone.hub_id)
     scores, tuned_summary = evaluate(peft_model, backbone.tokenizer, task, test, args.batch_size,
                                      desc="evaluate tuned")
     write_predictions(scores, out / "predictions.jsonl")
@@ -464,7 +507,7 @@ def _default_run_dir(root, config) -> Path:
 def cmd_run(args) -> None:
     config = _resolve_run_config(args)
     run_dir = Path(args.out) if args.out else _default_run_dir("runs", config)
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    log.info(f"run directory: {run_dir}")
     _, rounds = _execute_run(config, run_dir, args)
     _print_curve(rounds)
 
@@ -514,15 +557,19 @@ def cmd_sweep(args) -> None:
     # Seed-major order: a sweep cut short still holds every strategy at the first seeds.
     configs = [_resolve_run_config(args, t, s, seed) for seed in seeds for t in tasks for s in strategies]
     run_dirs = [_default_run_dir(args.out, config) for config in configs]
-    backbone = None
+    backbone, spent, ran = None, 0.0, 0
     for number, (config, run_dir) in enumerate(zip(configs, run_dirs), 1):
         label = f"[{number}/{len(configs)}] {config.task} {config.strategy} seed {config.seed}"
         if RunDir(run_dir).is_finished():
-            print(f"{label}: finished, skipped", file=sys.stderr)
+            log.info(f"{label}: finished, skipped")
             continue
-        print(f"{label}: {run_dir}", file=sys.stderr)
+        log.info(f"{label}: {run_dir}")
+        started = time.perf_counter()
         backbone, rounds = _execute_run(config, run_dir, args, backbone)
-        print(f"{label}: done, {len(rounds)} points", file=sys.stderr)
+        spent, ran = spent + time.perf_counter() - started, ran + 1
+        left = len([d for d in run_dirs[number:] if not RunDir(d).is_finished()])
+        estimate = f"; about {eta(left * spent / ran)} for the {left} runs left" if left else ""
+        log.info(f"{label}: done, {len(rounds)} points{estimate}")
     from star_al.analysis.report import write_report
 
     print(write_report([str(d) for d in run_dirs], Path(args.out)))
@@ -668,6 +715,56 @@ def cmd_status(args) -> None:
         print("finished")
 
 
+def cmd_export_adapter(args) -> None:
+    import shutil
+
+    from star_al.al.run_dir import RunDir, write_json_atomic, write_text_atomic
+
+    run_dir = RunDir(args.run_dir)
+    config = run_dir.read_config()
+    source = run_dir.adapter_path
+    check_adapter_dir(str(source))
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise StarError(f"{out} exists and is not empty; choose another folder")
+    adapter_config = json.loads((source / "adapter_config.json").read_text())
+    base = args.base_model or adapter_config.get("base_model_name_or_path")
+    if not base or Path(str(base)).is_absolute():
+        raise StarError(f"the run does not know its base model's Hub id ({base}); give --base-model ORG/NAME")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_model.safetensors",):
+        shutil.copyfile(source / name, out / name)
+    write_json_atomic(out / "adapter_config.json", {**adapter_config, "base_model_name_or_path": base})
+    rounds = run_dir.read_rounds()
+    last = rounds[-1] if rounds else {}
+    accuracy = "-" if last.get("accuracy") is None else f"{100 * last['accuracy']:.2f}%"
+    write_text_atomic(out / "README.md", (
+        f"---\nbase_model: {base}\nlibrary_name: peft\ntags: [lora, active-learning, star-al]\n---\n\n"
+        f"# {config.task} adapter from active learning ({config.strategy})\n\n"
+        f"A LoRA adapter for `{base}`, trained by star-al on {last.get('n_labeled', '?')} labels chosen by "
+        f"`{config.strategy}` (seed {config.seed}, preset {config.preset}); test accuracy {accuracy}.\n\n"
+        f"```python\nfrom peft import AutoPeftModelForCausalLM\n"
+        f"model = AutoPeftModelForCausalLM.from_pretrained(\"path/or/repo\")\n```\n"))
+    print(f"wrote {out}: adapter_model.safetensors, adapter_config.json (base {base}), README.md")
+
+
+def cmd_push_adapter(args) -> None:
+    check_adapter_dir(args.adapter_dir)
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as error:
+        raise StarError("pushing needs huggingface_hub (installed with transformers)") from error
+    api = HfApi()
+    try:
+        api.create_repo(args.repo, private=args.private, exist_ok=True)
+        api.upload_folder(folder_path=args.adapter_dir, repo_id=args.repo,
+                          commit_message="star-al adapter")
+    except Exception as error:  # network, auth, permissions: one line
+        raise StarError(f"push to {args.repo} failed: {type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:200]}") from error
+    print(f"pushed {args.adapter_dir} to https://huggingface.co/{args.repo}")
+
+
 def cmd_list(args) -> None:
     from star_al.models.adapters import ADAPTERS
     from star_al.models.backbones import EMBEDDED
@@ -690,13 +787,16 @@ def cmd_list(args) -> None:
             print(f"  {name:<14} {text}")
 
 
-COMMANDS = {"list": cmd_list, "label": cmd_label, "status": cmd_status, "bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
+COMMANDS = {"list": cmd_list, "export-adapter": cmd_export_adapter, "push-adapter": cmd_push_adapter, "label": cmd_label, "status": cmd_status, "bench": cmd_bench, "probe": cmd_probe, "figure1": cmd_figure1, "eval": cmd_eval, "train": cmd_train, "run": cmd_run, "resume": cmd_resume,
             "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from star_al.log import configure
+
+        configure(1 if args.verbose else -1 if args.quiet else 0)
         COMMANDS[args.command](args)
     except AwaitingLabels as waiting:  # a clean stop: the batch is out with people
         print(str(waiting))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,11 @@ from star_al.al.run_dir import RunDir, load_npz, write_npz_atomic
 from star_al.data.tasks import fingerprint
 from star_al.engine.scoring import ScoringOptions, score_examples
 from star_al.errors import StarError
+from star_al.log import log
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    log.info(message)
 
 
 # 2: entries written before a run released its adapter may hold tuned scores.

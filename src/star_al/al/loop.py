@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import replace
 from functools import partial
@@ -32,6 +31,7 @@ from star_al.engine.evaluation import evaluate, write_predictions
 from star_al.engine.scoring import ScoringOptions, score_examples
 from star_al.engine.training import full_copy, train_adapter, train_full
 from star_al.errors import StarError
+from star_al.log import eta, log, run_log
 from star_al.labeling.ledger import LabelLedger
 from star_al.labeling.oracle import Batch, GoldOracle, Oracle
 from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through here)
@@ -41,7 +41,7 @@ from star_al.strategies.base import Needs, Query, ScoreView
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    log.info(message)
 
 
 class ActiveLearningRun:
@@ -69,7 +69,7 @@ class ActiveLearningRun:
 
     # -- the loop: Algorithm 1 -------------------------------------------------------------
     def run(self) -> list[dict]:
-        with self.run_dir.locked():
+        with self.run_dir.locked(), run_log(self.run_dir.path):
             return self._run()
 
     def _run(self) -> list[dict]:
@@ -90,8 +90,11 @@ class ActiveLearningRun:
                 measured = (f"accuracy {100 * record['accuracy']:.2f}%" if record["accuracy"] is not None else
                             f"pool uncertainty {record['pool_uncertainty']:.3f}, agreement "
                             + ("-" if record["agreement"] is None else f"{100 * record['agreement']:.1f}%"))
+                left = self.config.n_rounds - record["round"]
+                # Rounds grow with the labeled set: the last round's time is a floor for each one left.
+                estimate = f"; about {eta(left * record['timings']['total'])} for the {left} left" if left > 0 else ""
                 _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, {measured} "
-                     f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())})")
+                     f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())}){estimate}")
         finally:
             self._release_adapter()
         return rounds
@@ -288,7 +291,7 @@ class ActiveLearningRun:
             return  # a full model per round is too big to keep; resume trains it again
         staging = self.run_dir.path / "adapter.next"
         shutil.rmtree(staging, ignore_errors=True)
-        self.model.save_pretrained(staging)
+        self.adapter.save(self.model, staging, self.backbone.hub_id)
         write_json_atomic(staging / "star_round.json", {"round": round_index})
 
     def _promote_adapter(self):

@@ -4,6 +4,7 @@ Layout:
     config.json            resolved RunConfig (+ n_rounds, so reports know when it is done)
     rounds.jsonl           one line per finished round: the run's whole state
     labels.jsonl           the label ledger: every label given, checksummed, append-only
+    run.log                every message of the commands that wrote the run, with times
     pending.json           a queried batch waiting for labels (between "query" and "label")
     scores/round-NN.npz    every round's pool scores, tuned and base parts kept apart
     base_scores.npz        the frozen base model's scores over the pool, computed once
@@ -126,7 +127,7 @@ class RunDir:
             return
         if self.path.is_file():
             raise StarError(f"{self.path} is a file, not a run directory; use another --out")
-        if self.path.exists() and any(p.name not in (LOCK_FILE, LOCK_OWNER_FILE) for p in self.path.iterdir()):
+        if self.path.exists() and any(p.name not in (LOCK_FILE, LOCK_OWNER_FILE, "run.log") for p in self.path.iterdir()):
             raise StarError(f"{self.path} exists and is not a run directory; use another --out")
         write_json_atomic(self.config_path, wanted)
 

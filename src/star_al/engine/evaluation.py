@@ -25,3 +25,44 @@ def write_predictions(scores: Scores, path: Path) -> None:
              for i, p, g, c, f, r in zip(scores.ids, scores.predictions, scores.golds, scores.correct,
                                          scores.confidence, responses)]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def lm_eval_results(task, scores: Scores, summary: dict, config: dict, n_original: int) -> dict:
+    """The results in lm-evaluation-harness's layout, which dashboards and comparison scripts read:
+    `results[task]` with acc and its standard error (also under lm-eval 0.4's "acc,none" keys),
+    the run's `config`, `versions` and sample counts."""
+    import importlib.metadata
+    import math
+    import time
+
+    n = len(scores.correct)
+    acc = float(summary["accuracy"])
+    stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")  # sample std / sqrt(n)
+    metrics = {"acc": acc, "acc_stderr": stderr, "acc,none": acc, "acc_stderr,none": stderr,
+               "ece": summary["ece"], "brier": summary["brier"], "alias": task.name}
+
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"results": {task.name: metrics},
+            "configs": {task.name: {"task": task.name, "output_type": "multiple_choice" if task.answer_type == "label"
+                                    else "generate_until", "source": task.source}},
+            "versions": {task.name: 1.0},
+            "n-samples": {task.name: {"original": n_original, "effective": n}},
+            "config": config,
+            "star_al_version": version("star-al"),
+            "package_versions": {p: version(p) for p in ("torch", "transformers", "peft", "accelerate")},
+            "date": time.time()}
+
+
+def write_samples(task, examples, scores: Scores, path: Path) -> None:
+    """Per-example output, lm-eval's --log_samples fields: doc_id, the prompt, target, response, acc."""
+    responses = scores.responses or [None] * len(scores.ids)
+    lines = [json.dumps({"doc_id": ex.id, "doc": ex.record, "arguments": ex.prompt, "target": ex.gold,
+                         "resps": r if r is not None else p, "filtered_resps": p, "acc": float(c),
+                         "confidence": float(f)})
+             for ex, p, r, c, f in zip(examples, scores.predictions, responses, scores.correct, scores.confidence)]
+    write_text_atomic(path, "\n".join(lines) + "\n")

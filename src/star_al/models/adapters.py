@@ -8,6 +8,7 @@ method is one class with these operations and one line in ADAPTERS.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -79,6 +80,19 @@ class LoraMethod:
         peft_model.eval()
         self.to_base_dtype(peft_model)
         return peft_model
+
+    def save(self, model, folder: str | Path, base_id: str | None) -> None:
+        """The adapter in PEFT's format, naming the base by its Hub id where one is known, so
+        plain `PeftModel.from_pretrained` loads it on any machine (not a local cache path)."""
+        folder = Path(folder)
+        model.save_pretrained(folder)
+        config_path = folder / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base_id
+        config["revision"] = config.get("revision")
+        from star_al.al.run_dir import write_json_atomic
+
+        write_json_atomic(config_path, config)
 
     def to_base_dtype(self, model) -> None:
         """After training, hold the adapter in the base's dtype: scoring then runs without casts.

@@ -42,6 +42,7 @@ class Backbone:
     model: torch.nn.Module
     tokenizer: object
     placement: Placement
+    hub_id: str | None = None   # the Hub id the weights are (made from), for adapters that load anywhere
 
 
 def default_cache_root() -> Path:
@@ -91,17 +92,27 @@ def gemma3_gguf(cache_root: Path) -> Path:
 
 def dequantized_dir(gguf_file: Path, cache_root: Path, name: str | None = None) -> Path:
     """De-quantize a GGUF file once into a cached, ordinary HF model directory."""
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from filelock import FileLock
 
-    if name is None:
-        stat = gguf_file.stat()
-        key = f"{gguf_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        name = f"{gguf_file.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    # Keyed by the file itself (an updated wheel is another file) and the de-quantizing code.
+    stat = gguf_file.stat()
+    key = f"{gguf_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:transformers-{transformers.__version__}"
+    name = f"{name or gguf_file.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     target = cache_root / "models" / name
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):  # two processes de-quantize once
+        if (target / "config.json").exists():
+            return target
+        return _dequantize(gguf_file, target, name)
+
+
+def _dequantize(gguf_file: Path, target: Path, name: str) -> Path:
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:
         folder, filename = str(gguf_file.parent), gguf_file.name
@@ -181,7 +192,15 @@ def load_backbone(spec: str, placement: Placement, cache_root: Path | None = Non
         where = resolve_model_dir(spec, cache_root)
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype)
-    return prepare(spec, where, model, tokenizer, placement)
+    return prepare(spec, where, model, tokenizer, placement, hub_id_of(spec, where))
+
+
+def hub_id_of(spec: str, where: str) -> str | None:
+    """The Hub id a backbone's weights come from: an embedded backbone's, or the id it was loaded by."""
+    if spec in EMBEDDED:
+        return EMBEDDED.get(spec).hub_id
+    local = spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
+    return spec if where == spec and not local else None  # local files have no known id
 
 
 def _contiguous_input(module, args):
@@ -194,7 +213,7 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
-def prepare(name: str, path: str, model, tokenizer, placement: Placement) -> Backbone:
+def prepare(name: str, path: str, model, tokenizer, placement: Placement, hub_id: str | None = None) -> Backbone:
     """Freeze the model, move it to the placement, and set left padding with a pad token."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -205,4 +224,4 @@ def prepare(name: str, path: str, model, tokenizer, placement: Placement) -> Bac
     if head is not None:
         head.register_forward_pre_hook(_contiguous_input)
     model.to(placement.device)
-    return Backbone(name, path, model, tokenizer, placement)
+    return Backbone(name, path, model, tokenizer, placement, hub_id)
