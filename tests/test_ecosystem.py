@@ -185,3 +185,60 @@ def test_version_line_names_the_tested_libraries(capsys):
 
     for package, version in pinned.items():
         assert importlib.metadata.version(package).split("+")[0] == version, package
+
+
+LM_EVAL_SST2 = """task: sst2_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    train: {train}
+    validation: {dev}
+output_type: multiple_choice
+training_split: train
+validation_split: validation
+doc_to_text: "{{{{sentence}}}}\\nQuestion: Is this sentence positive or negative?\\nAnswer:"
+doc_to_target: label
+doc_to_choice: ["negative", "positive"]
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("lm_eval"), reason="lm-eval extra not installed")
+def test_an_lm_eval_task_yaml_gives_the_same_accuracy_in_star_eval_as_in_lm_eval(tiny_model_dir, data_root, tmp_path,
+                                                                                 monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    source = Path(data_root) / "sst2"
+    (tmp_path / "train.jsonl").write_text("".join((source / "train.jsonl").read_text().splitlines(True)[:50]))
+    (tmp_path / "dev.jsonl").write_text("".join((source / "dev.jsonl").read_text().splitlines(True)[:60]))
+    yaml_path = tmp_path / "tasks" / "sst2_local.yaml"
+    yaml_path.parent.mkdir()
+    yaml_path.write_text(LM_EVAL_SST2.format(train=tmp_path / "train.jsonl", dev=tmp_path / "dev.jsonl"))
+
+    from star_al.cli import main
+
+    assert main(["eval", "--task", str(yaml_path), "--model", str(tiny_model_dir), "--device", "cpu", "--dtype",
+                 "float32", "--log-samples", "--out", str(tmp_path / "E")]) == 0
+    ours = [json.loads(line) for line in (tmp_path / "E" / "samples_sst2_local.jsonl").read_text().splitlines()]
+
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    results = lm_eval.simple_evaluate(model=HFLM(pretrained=str(tiny_model_dir), device="cpu", dtype="float32",
+                                                 batch_size=8),
+                                      tasks=["sst2_local"], task_manager=TaskManager(include_path=str(yaml_path.parent),
+                                                                                     include_defaults=False),
+                                      log_samples=True)
+    theirs = sorted(results["samples"]["sst2_local"], key=lambda s: s["doc_id"])
+    assert len(ours) == len(theirs) == 60
+    assert [s["acc"] for s in ours] == [s["acc"] for s in theirs]
+    assert json.loads((tmp_path / "E" / "results.json").read_text())["results"]["sst2_local"]["acc"] == \
+        pytest.approx(results["results"]["sst2_local"]["acc,none"])
+    # and it is a task like any other for active learning
+    assert main(["run", "--task", str(yaml_path), "--strategy", "me+dynamic", "--preset", "smoke", "--model",
+                 str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--warm-start", "4", "--query-size",
+                 "3", "--rounds", "1", "--pool-size", "30", "--rank", "4", "--test-limit", "10",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "R")]) == 0
+    assert len((tmp_path / "R" / "rounds.jsonl").read_text().splitlines()) == 2

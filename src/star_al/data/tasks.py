@@ -96,6 +96,9 @@ class Task:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     training: dict[str, Any] = field(default_factory=dict, hash=False)
     builtin: bool = False
+    # Where the records come from when not from files: split, require_answer -> examples
+    # (an lm-evaluation-harness task builds them from its own definition).
+    loader: Any = field(default=None, hash=False, compare=False, repr=False)
 
     def label_target(self, label: str) -> str:
         """The continuation meaning ``label`` (e.g. " true"); label tasks are scored by its likelihood."""
@@ -315,11 +318,20 @@ def builtin_task_names() -> list[str]:
 
 
 def load_task(name_or_path: str) -> Task:
-    """A built-in task by name, or a user's task YAML by path."""
+    """A built-in task by name, a user's task YAML by path, or an lm-evaluation-harness task
+    (`lm-eval:NAME`, or the path of an lm-eval task YAML: one with a `task:` key)."""
     if name_or_path in builtin_task_names():
         return parse_task_file(BUILTIN_DIR / f"{name_or_path}.yaml", builtin=True)
+    if str(name_or_path).startswith("lm-eval:"):
+        from star_al.data.lm_eval_tasks import load_lm_eval_task
+
+        return load_lm_eval_task(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        from star_al.data.lm_eval_tasks import is_lm_eval_yaml, load_lm_eval_task
+
+        if is_lm_eval_yaml(path):
+            return load_lm_eval_task(str(path))
         return parse_task_file(path, builtin=False)
     if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         raise StarError(f"task file {path} not found")
@@ -607,6 +619,8 @@ def load_examples(
     require_answer: bool = True,
 ) -> list[Example]:
     """A split's examples from the local folder if there is one, else from the task's ``hf`` dataset."""
+    if task.loader is not None:
+        return task.loader(split, require_answer)
     folder = resolve_data_dir(task, data_root, data_dir)
     if folder is not None:
         return task.load(split, folder, require_answer)
