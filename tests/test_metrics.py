@@ -41,7 +41,7 @@ def test_ripl_of_perfect_curve_is_one():
 
 
 def test_ripl_matches_paper_table_1():
-    # BoolQ, PE + STAR against RANDOM (METHOD.md section 7): 3.49 %.
+    # BoolQ, PE + STAR against RANDOM (docs/method.md section 7): 3.49 %.
     assert 100 * ripl(0.6184, 0.6046) == pytest.approx(3.49, abs=0.01)
 
 

@@ -202,13 +202,13 @@ class RunConfig:
         return cls(**{k: v for k, v in data.items() if k in known}).validate()
 
 
-# Paper protocol (METHOD.md 1 and 4), for GPUs; per-task sizes follow section 1.
+# Paper protocol (docs/method.md sections 1 and 6), for GPUs; per-task sizes follow section 1.
 # Training settings come from the task file's `training:` (the paper's per-task values).
 PAPER_SIZES = {"gsm8k": (500, 500, 9), "boolq": (500, 500, 9), "obqa": (200, 200, 9)}
 
 PRESETS = {
     "paper": {},
-    # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/presets.md.
+    # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/method.md section 6.
     "cpu": dict(warm_start=16, query_size=16, n_rounds=5, pool_size=400, pool_subsample=200, test_limit=500,
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1),
                 train=TrainSettings(epochs=3, batch_size=8, learning_rate=1e-3),

@@ -1,4 +1,4 @@
-"""Learning-curve, calibration and correlation metrics (METHOD.md sections 6 and 8).
+"""Learning-curve, calibration and correlation metrics (docs/method.md sections 7 and 8).
 
 Pure numpy functions on plain arrays: no files, no models. Accuracies, AUCs and
 confidences are fractions in [0, 1]; the report turns them into percent.
@@ -10,7 +10,7 @@ import numpy as np
 
 
 def auc(n_labeled, accuracy) -> float:
-    """Area under the learning curve, x rescaled to [0, 1] (METHOD.md section 6).
+    """Area under the learning curve, x rescaled to [0, 1] (docs/method.md section 7).
 
     AUC = sum_i (x_{i+1} - x_i) (a_i + a_{i+1}) / 2 with x = (n - n_0) / (n_last - n_0),
     so a flat curve at accuracy a has AUC a whatever the spacing of the points.
@@ -35,7 +35,7 @@ def ripl(auc_strategy: float, auc_random: float) -> float:
     """Relative improvement over passive learning: (AUC_AL - AUC_RANDOM) / (1 - AUC_RANDOM).
 
     0 means no better than random sampling, 1 means perfect accuracy from the first step
-    (METHOD.md section 6). Undefined (nan) when random is already perfect.
+    (docs/method.md section 7). Undefined (nan) when random is already perfect.
     """
     if auc_random == 1:
         return float("nan")
@@ -101,7 +101,7 @@ def brier_score(confidence, correct) -> float:
 
 
 def mean_wrong_confidence(confidence, correct) -> float:
-    """Mean confidence on the wrong predictions (METHOD.md section 8, fig. 2); nan if none wrong.
+    """Mean confidence on the wrong predictions (docs/method.md section 8, fig. 2); nan if none wrong.
 
     High values mean the model is confidently wrong, the symptom STAR sets out to fix.
     """

@@ -1,4 +1,4 @@
-"""The paper's two probes (METHOD.md section 8): why plain uncertainty sampling fails.
+"""The paper's two probes (docs/method.md section 8): why plain uncertainty sampling fails.
 
 Figure 2, `confidence_probe`: a LoRA-tuned model is confidently wrong, an untuned model
 prompted with in-context demonstrations much less so. Figure 3, `entropy_probe`: from a

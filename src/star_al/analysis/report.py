@@ -1,4 +1,4 @@
-"""Read AL run directories and write the paper-style report (METHOD.md sections 6 and 7).
+"""Read AL run directories and write the paper-style report (docs/method.md section 7).
 
 A run directory holds `config.json` (at least "task", "strategy", "seed"; "n_rounds",
 the number of query rounds, once known) and `rounds.jsonl`, one JSON object per

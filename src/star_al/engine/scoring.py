@@ -4,7 +4,7 @@ One pass over a set of examples yields everything both evaluation and acquisitio
 the predicted answer and its confidence, and the ME and PE scores (label-free, over the
 model's own response; and PE over the gold response, for simulations). With
 `passes` = K > 1 the LoRA dropout is switched on and the K stochastic passes run as
-one batch of K copies of each row (MC dropout, METHOD.md 3.2); scores keep a leading
+one batch of K copies of each row (MC dropout, docs/method.md 3.2); scores keep a leading
 K axis and acquisition reduces it.
 """
 

@@ -1,7 +1,7 @@
 """LoRA fine-tuning with PEFT: a fresh adapter on the frozen base, loss on answer tokens only.
 
 AdamW applies decoupled weight decay to the zero-initialised lora_B matrices only
-(STAR's L2 decay on B, METHOD.md 3.3); lora_A and everything else get none. Batches are
+(STAR's L2 decay on B, docs/method.md 3.3); lora_A and everything else get none. Batches are
 left-padded so the answer tokens sit in the last columns, and the model computes logits
 only there: for one-token answers that is two positions instead of the whole sequence.
 """
