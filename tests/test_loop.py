@@ -242,3 +242,34 @@ def test_a_toy_strategy_is_one_class_and_one_registry_line(tiny_backbone, sst2_d
         assert rounds[1]["lambda"] == pytest.approx(0.9)
     finally:
         STRATEGIES.remove("toy")
+
+
+def test_picks_at_lambda_0_9_follow_the_clean_base_scores_when_they_come_from_the_shared_cache(
+        tiny_backbone_factory, sst2_data, tmp_path):
+    """The guard against a contaminated base-score cache: a run served from the cache (after
+    another run on the same backbone filled it) must rank, at lambda 0.9, mostly by the
+    frozen base model's own uncertainty, computed here independently."""
+    from star_al.engine.scoring import ScoringOptions, score_examples
+
+    task, pool, test = sst2_data
+    backbone = tiny_backbone_factory(0)
+    config = smoke_config("me+dynamic", n_rounds=1, query_size=6)
+    cache = tmp_path / "cache"
+    # another pool first (its adapter must not leak into the next run's base scores), then a
+    # run that fills the cache for this pool, then one served from the cache
+    strong = TrainSettings(epochs=4, batch_size=4, learning_rate=5e-2)  # an adapter that moves the scores
+    ActiveLearningRun(smoke_config("me+star", n_rounds=1, query_size=6, seed=5, train=strong), task, pool, test,
+                      backbone, RunDir(tmp_path / "other-pool"), cache_root=cache).run()
+    ActiveLearningRun(config, task, pool, test, backbone, RunDir(tmp_path / "first"), cache_root=cache).run()
+    rounds = ActiveLearningRun(config, task, pool, test, backbone, RunDir(tmp_path / "second"),
+                               cache_root=cache).run()
+    assert json.loads((tmp_path / "first" / "base_scores.json").read_text())["source"] == "computed"
+    assert json.loads((tmp_path / "second" / "base_scores.json").read_text())["source"] == "shared cache"
+    assert rounds[1]["lambda"] == pytest.approx(0.9)
+    candidates = load_npz(tmp_path / "second" / "scores" / "round-01.npz")["ids"]
+    by_id = {ex.id: ex for ex in pool}
+    clean = score_examples(tiny_backbone_factory(0).model, backbone.tokenizer, task, [by_id[int(i)] for i in candidates],
+                           ScoringOptions(batch_size=8)).me[0]
+    base_top = {int(i) for i in candidates[np.argsort(-clean, kind="stable")[:6]]}
+    assert len(base_top & set(rounds[1]["selected_ids"])) >= 4
+    np.testing.assert_allclose(load_npz(tmp_path / "second" / "scores" / "round-01.npz")["base_me"], clean, rtol=1e-5)

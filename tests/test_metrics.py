@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from star_al.analysis.metrics import (auc, bootstrap_ripl_ci, brier_score, calibration_summary,
+from star_al.analysis.metrics import (auc, brier_score, calibration_summary,
                              correlation_matrix, expected_calibration_error,
                              mean_wrong_confidence, pearson, ripl, spearman)
 
@@ -43,20 +43,6 @@ def test_ripl_of_perfect_curve_is_one():
 def test_ripl_matches_paper_table_1():
     # BoolQ, PE + STAR against RANDOM (docs/method.md section 7): 3.49 %.
     assert 100 * ripl(0.6184, 0.6046) == pytest.approx(3.49, abs=0.01)
-
-
-def test_bootstrap_ci_collapses_to_point_with_one_seed_each():
-    lo, hi = bootstrap_ripl_ci([0.62], [0.60])
-    assert lo == pytest.approx(ripl(0.62, 0.60))
-    assert hi == pytest.approx(ripl(0.62, 0.60))
-
-
-def test_bootstrap_ci_brackets_ripl_of_means_and_is_reproducible():
-    strategy_aucs, random_aucs = [0.61, 0.62, 0.64], [0.59, 0.60, 0.61]
-    lo, hi = bootstrap_ripl_ci(strategy_aucs, random_aucs, seed=3)
-    point = ripl(np.mean(strategy_aucs), np.mean(random_aucs))
-    assert lo < point < hi
-    assert (lo, hi) == bootstrap_ripl_ci(strategy_aucs, random_aucs, seed=3)
 
 
 def test_ece_of_perfectly_calibrated_bins_is_zero():

@@ -85,8 +85,6 @@ def test_summarise_averages_auc_and_ripl_over_seeds(two_by_two):
     assert star.auc_mean == pytest.approx(65.0)
     assert star.auc_std == pytest.approx(100 * 0.02 / 2 ** 0.5)
     assert star.ripl == pytest.approx(100 * ripl(0.65, 0.61))
-    lo, hi = star.ripl_ci
-    assert lo <= star.ripl <= hi
 
 
 def test_summarise_uses_the_curve_auc(tmp_path):
@@ -120,7 +118,7 @@ def test_markdown_table_has_one_row_per_strategy_and_one_column_per_task(two_by_
     lines = [line for line in table.splitlines() if line.startswith("|")]
     assert lines[0] == "| method | boolq | obqa |"
     assert lines[2].startswith("| random | 61.00 ± 1.41 / - | 50.00 ± 0.00 / - |")
-    assert lines[3].startswith("| me+star | 65.00 ± 1.41 / 10.26 ± 3.63 [")
+    assert lines[3].startswith("| me+star | 65.00 ± 1.41 / 10.26 ± 3.63 |")
     assert lines[3].endswith(" |  |")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from star_al.al.run_dir import RunDir, load_npz, write_npz_atomic
+from star_al.al.run_dir import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.data.tasks import fingerprint
 from star_al.engine.scoring import ScoringOptions, score_examples
 from star_al.errors import StarError
@@ -67,6 +67,17 @@ def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: R
     arrays = read_base_scores(run_dir.base_scores_path, pool_ids)
     if arrays is not None:
         return arrays
+    arrays, source = _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype)
+    write_npz_atomic(run_dir.base_scores_path, **arrays)
+    # A small record that travels with the run (committed with config.json and rounds.jsonl):
+    # a run whose "base" scores came from a tuned model shows it here (mean ME near 0).
+    write_json_atomic(run_dir.path / "base_scores.json", {
+        "source": source, "n": int(len(arrays["ids"])), "dtype": str(dtype),
+        **{f"{key}_{stat}": float(getattr(np, stat)(arrays[key])) for key in ("me", "pe") for stat in ("mean", "std")}})
+    return arrays
+
+
+def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype):
     pool_examples = [by_id[int(i)] for i in pool_ids]
     shared = None
     if cache_root is not None:
@@ -74,6 +85,7 @@ def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: R
         shared.parent.mkdir(parents=True, exist_ok=True)
     with (FileLock(f"{shared}.lock") if shared is not None else contextlib.nullcontext()):
         arrays = read_base_scores(shared, pool_ids) if shared is not None else None
+        source = "shared cache" if arrays is not None else "computed"
         if arrays is None:
             answered = all(ex.gold is not None for ex in pool_examples)
             options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=answered,
@@ -85,7 +97,6 @@ def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: R
                 arrays["pe_gold"] = scores.pe_gold[0]
             if shared is not None:
                 write_npz_atomic(shared, **arrays)
-    write_npz_atomic(run_dir.base_scores_path, **arrays)
-    return arrays
+    return arrays, source
 
 

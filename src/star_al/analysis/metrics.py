@@ -42,27 +42,6 @@ def ripl(auc_strategy: float, auc_random: float) -> float:
     return float((auc_strategy - auc_random) / (1 - auc_random))
 
 
-def bootstrap_ripl_ci(strategy_aucs, random_aucs, n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of RIPL(mean strategy AUC, mean random AUC).
-
-    Each replicate resamples the seeds of both groups with replacement, so the interval
-    reflects seed-to-seed spread on both sides. One seed each collapses it to the point.
-    """
-    strategy_aucs = np.asarray(strategy_aucs, dtype=float)
-    random_aucs = np.asarray(random_aucs, dtype=float)
-    if strategy_aucs.size == 0 or random_aucs.size == 0:
-        raise ValueError("bootstrap_ripl_ci needs at least one AUC in each group")
-    rng = np.random.default_rng(seed)
-    strategy_means = rng.choice(strategy_aucs, size=(n_boot, strategy_aucs.size)).mean(axis=1)
-    random_means = rng.choice(random_aucs, size=(n_boot, random_aucs.size)).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        replicates = (strategy_means - random_means) / (1 - random_means)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(replicates, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
 def _predictions(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
     """Validate a (confidence, correct) pair: same length, non-empty, confidence in [0, 1]."""
     confidence = np.asarray(confidence, dtype=float)

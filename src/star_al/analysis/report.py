@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from star_al.analysis import metrics
+from star_al.analysis import metrics, paired
 from star_al.errors import StarError
 from star_al.al.run_dir import check_round_sequence, run_finished, write_figure_atomic, write_text_atomic
 
@@ -79,7 +79,6 @@ class Row:
     is_baseline: bool = False
     ripl: float | None = None
     ripl_std: float | None = None
-    ripl_ci: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------- reading runs
@@ -178,8 +177,8 @@ def summarise(runs, baseline: str = "random") -> list[Row]:
     task's baseline, all in percent.
 
     RIPL is that of the mean AUC against the mean baseline AUC (the paper's number); its
-    spread is the std over seeds of each seed's RIPL against that same baseline mean, and
-    its interval is a bootstrap over the seeds of both groups (metrics.bootstrap_ripl_ci).
+    spread is the std over seeds of each seed's RIPL against that same baseline mean.
+    Intervals are paired, seed by seed: see paired_table.
     """
     groups = _group(runs)
     aucs = {key: [run.auc() for run in group] for key, group in groups.items()}
@@ -197,8 +196,6 @@ def summarise(runs, baseline: str = "random") -> list[Row]:
                 random_mean = float(np.mean(baseline_aucs))
                 row.ripl = 100 * metrics.ripl(float(np.mean(group_aucs)), random_mean)
                 row.ripl_std = 100 * _std([metrics.ripl(a, random_mean) for a in group_aucs])
-                lo, hi = metrics.bootstrap_ripl_ci(group_aucs, baseline_aucs)
-                row.ripl_ci = (100 * lo, 100 * hi)
             rows.append(row)
     return rows
 
@@ -214,8 +211,7 @@ def _cell(row: Row) -> str:
     elif row.ripl is None:
         ripl_text = "n/a"
     else:
-        lo, hi = row.ripl_ci
-        ripl_text = f"{row.ripl:.2f} ± {row.ripl_std:.2f} [{lo:.2f}, {hi:.2f}]"
+        ripl_text = f"{row.ripl:.2f} ± {row.ripl_std:.2f}"
     return f"{auc_text} / {ripl_text}" + (" *" if row.n_unfinished else "")
 
 
@@ -228,7 +224,7 @@ def markdown_grid(header, body) -> str:
 
 def markdown_table(rows, baseline: str = "random") -> str:
     """Table 1 layout: one row per strategy (baseline first), one column per task,
-    cells 'AUC / RIPL' in percent, mean ± std over seeds, 95% bootstrap CI of RIPL."""
+    cells 'AUC / RIPL' in percent, mean ± std over seeds."""
     tasks = sorted({row.task for row in rows})
     by_key = {(row.task, row.strategy): row for row in rows}
     body = []
@@ -238,10 +234,64 @@ def markdown_table(rows, baseline: str = "random") -> str:
     seeds = sorted({row.n_seeds for row in rows})
     seed_text = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     caption = (f"AUC / RIPL in percent, mean ± std over seeds ({seed_text} per cell), "
-               f"RIPL against {baseline} with its 95% bootstrap interval over seeds.")
+               f"RIPL against {baseline}'s mean AUC; intervals in the paired comparisons below.")
     if any(row.n_unfinished for row in rows):
         caption += " * includes unfinished runs."
     return caption + "\n\n" + markdown_grid(["method"] + tasks, body)
+
+
+def paired_rows(runs, references=("random", "me")) -> list[tuple[str, str, str, paired.PairedDifference]]:
+    """(task, strategy, reference, statistics) for every strategy against each reference present."""
+    groups = _group(runs)
+    result = []
+    for task in sorted({task for task, _ in groups}):
+        strategies = strategy_order([s for t, s in groups if t == task])
+        for reference in references:
+            if (task, reference) not in groups:
+                continue
+            ref_runs = {run.seed: run for run in groups[(task, reference)]}
+            for strategy in strategies:
+                if strategy == reference or strategy in references[:references.index(reference)]:
+                    continue  # each pair once: me - random, not also random - me
+                ours = {run.seed: run for run in groups[(task, strategy)]}
+                stat = paired.compare({s: r.auc() for s, r in ours.items()}, {s: r.auc() for s, r in ref_runs.items()})
+                if stat is None:
+                    continue
+                pairs = []
+                for seed in set(ours) & set(ref_runs):
+                    a, b = ours[seed], ref_runs[seed]
+                    correct_a, correct_b = paired.read_correct(a.path, a.rounds), paired.read_correct(b.path, b.rounds)
+                    if correct_a is None or correct_b is None or correct_a.shape != correct_b.shape or \
+                            a.curve()[0].tolist() != b.curve()[0].tolist():
+                        pairs = None
+                        break
+                    pairs.append((a.curve()[0], correct_a, correct_b))
+                stat.sentence_interval = paired.sentence_bootstrap(pairs) if pairs else None
+                result.append((task, strategy, reference, stat))
+    return result
+
+
+def _interval(interval) -> str:
+    return "n/a" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
+
+
+def paired_table(runs) -> str:
+    """The paired comparisons: AUC differences in points, per seed, with three intervals."""
+    rows = paired_rows(runs)
+    if not rows:
+        return ""
+    body = [[task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
+             "n/a" if stat.sd is None else f"{stat.sd:.2f}", _interval(stat.t_interval),
+             _interval(stat.bootstrap_interval), _interval(stat.sentence_interval),
+             "n/a" if stat.seeds_needed is None else str(stat.seeds_needed)]
+            for task, strategy, reference, stat in rows]
+    caption = ("AUC difference in points, paired by seed (same warm start, pool and test set): mean and "
+               "sd over seeds, 95% t interval, 95% paired bootstrap over seeds, 95% paired bootstrap over "
+               "test sentences (where predictions are on disk), and the seeds a difference of this size "
+               "needs for the t interval to exclude 0.")
+    return caption + "\n\n" + markdown_grid(
+        ["task", "comparison", "seeds", "mean", "sd", "t interval", "seed bootstrap", "sentence bootstrap",
+         "seeds needed"], body)
 
 
 def format_number(value: float, digits: int = 3) -> str:
@@ -361,6 +411,9 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     write_points_csv(all_runs, out_dir / "points.csv")
 
     parts = ["# Active learning report", markdown_table(summarise(runs, baseline), baseline)]
+    comparisons = paired_table(runs)
+    if comparisons:
+        parts.append("## Paired comparisons\n\n" + comparisons)
     if skipped:
         parts.append(f"Skipped {len(skipped)} unfinished run(s): "
                      + ", ".join(str(run.path) for run in skipped))
@@ -386,6 +439,9 @@ def write_figure1(lora_paths, full_paths, out_dir, strategies=("random", "me"), 
     parts = ["# Uncertainty sampling under LoRA and full fine-tuning (the paper's Figure 1)"]
     for label, runs in sets:
         parts.append(f"## {label} fine-tuning\n\n" + markdown_table(summarise(runs, baseline), baseline))
+        comparisons = paired_table(runs)
+        if comparisons:
+            parts.append(comparisons)
     parts.append("![figure 1](figure1.png)")
     text = "\n\n".join(parts) + "\n"
     write_text_atomic(out_dir / "figure1.md", text)

@@ -1,0 +1,78 @@
+"""Paired statistics on inputs with known answers, and the report that prints them."""
+
+import json
+
+import numpy as np
+import pytest
+
+from star_al.analysis import paired
+from star_al.analysis.report import find_runs, paired_rows, write_report
+from test_report import make_run
+
+
+def test_t_interval_of_known_differences():
+    # d = 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
+    lo, hi = paired.t_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert paired.t_interval([5.0]) is None
+
+
+def test_seeds_needed_is_the_first_n_whose_interval_excludes_zero():
+    # sd 1, mean 2: n = 3 gives 4.303 / 1.732 = 2.48 > 2; n = 4 gives 3.182 / 2 = 1.59 < 2
+    assert paired.seeds_needed(2.0, 1.0) == 4
+    # mean 0.5, sd 1: t(n-1)/sqrt(n) < 0.5 first at n = 18 (2.110/4.243 = 0.497; n = 17: 2.120/4.123 = 0.514)
+    assert paired.seeds_needed(0.5, 1.0) == 18
+    assert paired.seeds_needed(0.0, 1.0) is None
+
+
+def test_paired_bootstrap_of_identical_differences_is_that_difference():
+    assert paired.paired_bootstrap([1.5, 1.5, 1.5]) == (1.5, 1.5)
+    lo, hi = paired.paired_bootstrap([1.0, 2.0, 3.0], n_boot=20000)
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+
+
+def test_pairing_removes_the_seed_to_seed_spread():
+    """Seeds differ by a lot, the strategies by exactly 1 point each time: paired, that is certain."""
+    a = {0: 0.60, 1: 0.70, 2: 0.80}
+    b = {0: 0.59, 1: 0.69, 2: 0.79}
+    stat = paired.compare(a, b)
+    assert stat.mean == pytest.approx(1.0) and stat.sd == pytest.approx(0.0, abs=1e-9)
+    assert stat.t_interval == pytest.approx((1.0, 1.0)) and stat.seeds_needed == 2
+
+
+def test_sentence_bootstrap_of_a_strategy_against_itself_is_zero_and_of_a_better_one_positive():
+    rng = np.random.default_rng(0)
+    sizes = np.array([16, 32, 48])
+    correct = (rng.random((3, 200)) < 0.7).astype(float)
+    assert paired.sentence_bootstrap([(sizes, correct, correct)], n_boot=200) == (0.0, 0.0)
+    better = correct.copy()
+    better[:, :40] = 1.0
+    lo, hi = paired.sentence_bootstrap([(sizes, better, correct)], n_boot=500)
+    assert 0 < lo <= hi
+
+
+def test_report_prints_paired_intervals_against_random_and_me(tmp_path):
+    root = tmp_path / "runs"
+    for seed, base in enumerate([0.60, 0.70, 0.80]):
+        make_run(root, "sst2", "random", seed, [base] * 3)
+        make_run(root, "sst2", "me", seed, [base + 0.01] * 3)
+        make_run(root, "sst2", "me+star", seed, [base + 0.02 + 0.01 * (seed == 1)] * 3)
+    rows = {(s, r): stat for _, s, r, stat in paired_rows(find_runs([root]))}
+    assert set(rows) == {("me", "random"), ("me+star", "random"), ("me+star", "me")}
+    assert rows[("me", "random")].mean == pytest.approx(1.0)
+    star_vs_me = rows[("me+star", "me")]
+    assert star_vs_me.mean == pytest.approx(4 / 3) and star_vs_me.sd == pytest.approx(np.std([1, 2, 1], ddof=1))
+    text = write_report([root], tmp_path / "out")
+    assert "## Paired comparisons" in text and "me+star - me" in text and "me+star - random" in text
+
+
+def test_report_uses_saved_predictions_for_the_sentence_bootstrap(tmp_path):
+    root = tmp_path / "runs"
+    for strategy, flips in (("random", 0), ("me", 3)):
+        run_dir = make_run(root, "sst2", strategy, 0, [0.5, 0.5, 0.5])
+        (run_dir / "predictions").mkdir()
+        for r in range(3):
+            lines = [json.dumps({"id": i, "correct": i < 5 + flips}) for i in range(10)]
+            (run_dir / "predictions" / f"round-{r:02d}.jsonl").write_text("\n".join(lines) + "\n")
+    ((_, _, _, stat),) = paired_rows(find_runs([root]))
+    assert stat.sentence_interval is not None and stat.sentence_interval[1] > 0
