@@ -76,3 +76,21 @@ def test_report_uses_saved_predictions_for_the_sentence_bootstrap(tmp_path):
             (run_dir / "predictions" / f"round-{r:02d}.jsonl").write_text("\n".join(lines) + "\n")
     ((_, _, _, stat),) = paired_rows(find_runs([root]))
     assert stat.sentence_interval is not None and stat.sentence_interval[1] > 0
+
+
+def test_mc_picks_changed_counts_the_picks_one_pass_would_not_have_made(tmp_path):
+    from star_al.al.run_dir import write_npz_atomic
+    from star_al.analysis.components import mc_picks_changed
+    from star_al.config import RunConfig
+
+    config = RunConfig(task="sst2", strategy="me+dynamic+mc", warm_start=2, query_size=2, n_rounds=1,
+                       mc_passes=2).validate().to_dict()
+    ids = np.array([10, 11, 12, 13])
+    # the mean of the two passes ranks 12, 13 first; the first pass alone ranks 11, 13 first
+    me = np.array([[0.0, 3.0, 1.0, 4.0], [0.0, 0.0, 6.0, 4.0]])
+    base = np.array([0.0, 0.0, 0.0, 0.0])  # constant: the mix is the tuned part alone
+    write_npz_atomic(tmp_path / "scores" / "round-01.npz", ids=ids, me=me, pe=me, base_me=base, base_pe=base,
+                     base_pe_gold=base, combined=me.mean(axis=0))
+    rounds = [{"round": 0, "selected_ids": [1, 2]}, {"round": 1, "selected_ids": [13, 12]}]
+    assert mc_picks_changed(tmp_path, config, rounds) == [1]
+    assert mc_picks_changed(tmp_path, {**config, "strategy": "me+dynamic"}, rounds) is None

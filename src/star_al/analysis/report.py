@@ -418,6 +418,11 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
         parts.append(f"Skipped {len(skipped)} unfinished run(s): "
                      + ", ".join(str(run.path) for run in skipped))
     parts.append("![learning curves](curves.png)")
+    from star_al.analysis.components import components_table
+
+    at_work = components_table(runs)
+    if at_work:
+        parts.append("## STAR's parts at work\n\n" + at_work)
     if calibration:
         parts.append("## Calibration per round\n\n" + calibration_table(runs, baseline))
     text = "\n\n".join(parts) + "\n"

@@ -1,0 +1,63 @@
+"""Whether STAR's parts act in a run: lambda per query, and how many picks MC dropout changed.
+
+MC dropout ranks by the mean of K stochastic passes; the question is whether that mean
+picks other examples than one such pass would. The round's score file keeps every pass
+(scores/round-NN.npz), so the run's own strategy is asked again with the first pass
+alone and its picks compared with the ones the run made. (L2 on B acts through training;
+what it changes is measured by training twice, which this post-hoc count does not do.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from star_al.al.run_dir import load_npz
+from star_al.config import RunConfig
+from star_al.strategies.base import ScoreView
+
+
+def mc_picks_changed(run_path: Path, config: dict, rounds: list[dict]) -> list[int | None] | None:
+    """Per query round, how many of the picks differ from one pass's; None where no score file is kept."""
+    run_config = RunConfig.from_dict(config)
+    if not run_config.recipe.uses("mc"):
+        return None
+    strategy = replace(run_config, pool_subsample=None).recipe.build(replace(run_config, pool_subsample=None))
+    changed = []
+    for record in rounds[1:]:
+        path = Path(run_path) / "scores" / f"round-{record['round']:02d}.npz"
+        if not path.is_file():
+            changed.append(None)
+            continue
+        arrays = load_npz(path)
+        ids = arrays["ids"]
+        base = {"ids": ids, **{key[5:]: arrays[key] for key in arrays if key.startswith("base_")}}
+        one_pass = {key: arrays[key][:1] for key in ("me", "pe", "pe_gold") if key in arrays}
+        view = ScoreView(ids, record["round"] - 1, strategy.needs, lambda _, __: one_pass, base,
+                         lambda purpose: np.random.default_rng(0))
+        picks = strategy.select(view, len(record["selected_ids"]), np.random.default_rng(0)).ids
+        changed.append(len(set(record["selected_ids"]) - set(picks)))
+    return changed
+
+
+def components_table(runs) -> str:
+    """One line per run that uses dynamic or MC: lambda per query and the picks MC changed."""
+    from star_al.analysis.report import markdown_grid
+
+    body = []
+    for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
+        recipe = RunConfig.from_dict(run.config).recipe if "n_rounds" in run.config else None
+        if recipe is None or not (recipe.uses("dynamic") or recipe.uses("mc")):
+            continue
+        lambdas = ", ".join("-" if r.get("lambda") is None else f"{r['lambda']:.2f}" for r in run.rounds[1:])
+        changed = mc_picks_changed(run.path, run.config, run.rounds) if recipe.uses("mc") else None
+        mc_text = "not used" if changed is None else ", ".join("n/a" if c is None else str(c) for c in changed)
+        size = run.config.get("query_size", "?")
+        body.append([run.task, run.strategy, str(run.seed), lambdas, f"{mc_text} (of {size})"])
+    if not body:
+        return ""
+    return ("Per query round: the dynamic mix's lambda, and how many of the picks averaging the MC passes "
+            "changed against the first pass alone (n/a: the round's score file is not kept).\n\n"
+            + markdown_grid(["task", "strategy", "seed", "lambda per query", "picks changed by MC"], body))
