@@ -94,3 +94,27 @@ def test_mc_picks_changed_counts_the_picks_one_pass_would_not_have_made(tmp_path
     rounds = [{"round": 0, "selected_ids": [1, 2]}, {"round": 1, "selected_ids": [13, 12]}]
     assert mc_picks_changed(tmp_path, config, rounds) == [1]
     assert mc_picks_changed(tmp_path, {**config, "strategy": "me+dynamic"}, rounds) is None
+
+
+def test_decay_probe_counts_changed_picks_and_shrinks_b(tiny_backbone_factory, data_root, tmp_path):
+    from star_al.al.loop import ActiveLearningRun
+    from star_al.al.run_dir import RunDir
+    from star_al.analysis.components import decay_effect
+    from star_al.config import RunConfig, TrainSettings
+    from star_al.data.tasks import load_examples, load_task
+    from test_loop import smoke_config
+
+    task = load_task("sst2")
+    pool = load_examples(task, "train", data_root=str(data_root))[:60]
+    test = load_examples(task, "test", data_root=str(data_root))[:10]
+    config = smoke_config("me+star", n_rounds=2, b_decay_strength=5.0,
+                          train=TrainSettings(epochs=2, batch_size=4, learning_rate=1e-2))
+    backbone = tiny_backbone_factory(0)
+    rounds = ActiveLearningRun(config, task, pool, test, backbone, RunDir(tmp_path / "r")).run()
+    effects = decay_effect(config, task, pool, test, backbone, rounds)
+    assert [e["round"] for e in effects] == [1, 2]
+    assert all(0 <= e["picks_changed"] <= e["of"] == 3 for e in effects)
+    assert all(0 < e["b_shrink"] < 1 for e in effects)
+    assert all(e["matches_run"] for e in effects)  # the decay twin redoes the run's own queries
+    assert decay_effect(config, task, pool, test, backbone, rounds) == effects
+    assert not any("lora_" in n for n, _ in backbone.model.named_parameters())

@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--limit", type=int, default=None, help="first N test examples (default: the preset's test limit)")
     pc.add_argument("--batch-size", type=int, default=32)
     pc.add_argument("--out", default=None, help="default out/probe-confidence-TASK")
+    pd = probes.add_parser("decay", help="per round, the picks L2 decay on B changed and how much it shrank B")
+    pd.add_argument("run_dir")
+    _add_data_options(pd)
+    _add_device_options(pd)
+    pd.add_argument("--out", default=None, help="default RUN_DIR/probe-decay")
     pe = probes.add_parser("entropy", help="correlation of pool uncertainty across AL rounds (Figure 3)")
     pe.add_argument("run_dir")
     pe.add_argument("--top", type=int, default=1000, help="examples most uncertain at the start (default 1000)")
@@ -625,9 +630,41 @@ def cmd_figure1(args) -> None:
     print(f"wrote {Path(args.out) / 'figure1.png'}, figure1.md", file=sys.stderr)
 
 
+def _probe_decay(args) -> None:
+    from star_al.al.run_dir import RunDir, write_json_atomic, write_text_atomic
+    from star_al.analysis.components import decay_effect
+    from star_al.data.tasks import load_examples, load_task
+    from star_al.models.backbones import default_cache_root
+
+    run_dir = RunDir(args.run_dir)
+    config = run_dir.read_config()
+    if not config.recipe.decays:
+        raise StarError(f"{args.run_dir} runs {config.strategy}, which has no L2 decay on B")
+    rounds = run_dir.read_rounds()
+    task = load_task(config.task)
+    data_dir = args.data or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None)
+    pool = load_examples(task, "train", data_root=data_root_from(args), data_dir=data_dir)
+    test = load_examples(task, "test", data_root=data_root_from(args), data_dir=data_dir)[:config.test_limit or None]
+    backbone = _load_backbone(args, config.model)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    effects = decay_effect(config, task, pool, test, backbone, rounds, cache)
+    out = Path(args.out or run_dir.path / "probe-decay")
+    write_json_atomic(out / "decay.json", effects)
+    lines = ["| query round | picks changed by L2 on B | B norm shrunk by | decay twin = the run's picks |",
+             "|---|---|---|---|"]
+    lines += [f"| {e['round']} | {e['picks_changed']} of {e['of']} | {100 * e['b_shrink']:.2f}% | "
+              f"{'yes' if e['matches_run'] else 'no'} |" for e in effects]
+    text = f"# L2 decay on B in {args.run_dir}\n\n" + "\n".join(lines) + "\n"
+    write_text_atomic(out / "summary.md", text)
+    print(text)
+
+
 def cmd_probe(args) -> None:
     from star_al.analysis.probes import confidence_probe, entropy_probe
 
+    if args.probe == "decay":
+        _probe_decay(args)
+        return
     if args.probe == "entropy":
         out = Path(args.out or Path(args.run_dir) / "probe-entropy")
         summary = entropy_probe(Path(args.run_dir), out, top=args.top, method=args.method,

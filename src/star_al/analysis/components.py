@@ -61,3 +61,46 @@ def components_table(runs) -> str:
     return ("Per query round: the dynamic mix's lambda, and how many of the picks averaging the MC passes "
             "changed against the first pass alone (n/a: the round's score file is not kept).\n\n"
             + markdown_grid(["task", "strategy", "seed", "lambda per query", "picks changed by MC"], body))
+
+
+def decay_effect(config, task, pool, test, backbone, rounds, cache_root=None) -> list[dict]:
+    """Per query round r: the picks L2 on B changed, and how much it shrank B.
+
+    For each r, round r-1's labeled set is trained twice from the same seed, with the run's
+    B decay and without it; each model then makes round r's query as the run would (same
+    candidates, MC passes and mix). Returns, per round, the number of picks that differ and
+    1 - ||B_decay|| / ||B_plain|| over all adapter B matrices.
+    """
+    import tempfile
+
+    import torch
+
+    from star_al.al.base_scores import base_pool_scores
+    from star_al.al.loop import ActiveLearningRun
+    from star_al.al.run_dir import RunDir
+    from star_al.models.adapters import LORA
+
+    by_id = {ex.id: ex for ex in pool}
+    effects = []
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {name: ActiveLearningRun(cfg, task, pool, test, backbone, RunDir(Path(tmp) / name),
+                                            cache_root=cache_root)
+                    for name, cfg in (("decay", config), ("plain", replace(config, b_decay_strength=0.0)))}
+        first = variants["decay"]
+        base = base_pool_scores(first.config, task, backbone.model, backbone.tokenizer, by_id, first.pool_ids,
+                                first.run_dir, cache_root, backbone.placement.dtype)
+        for r in range(1, len(rounds)):
+            labeled = [by_id[i] for record in rounds[:r] for i in record["selected_ids"]]
+            picks, norms = {}, {}
+            for name, run in variants.items():
+                run._fine_tune(r - 1, labeled)
+                norms[name] = float(torch.sqrt(sum((p.float() ** 2).sum() for n, p in run.model.named_parameters()
+                                                   if LORA.is_decayed(n))))
+                run.run_dir.clear_pending()
+                picks[name] = run._query(r, rounds[:r], base, {}).ids
+                run._release_adapter()
+            effects.append({"round": r, "picks_changed": len(set(picks["decay"]) - set(picks["plain"])),
+                            "of": len(picks["decay"]), "b_shrink": 1 - norms["decay"] / norms["plain"],
+                            # the decay twin redoes the run's own query: with today's code the same picks
+                            "matches_run": sorted(picks["decay"]) == sorted(rounds[r]["selected_ids"])})
+    return effects
