@@ -132,17 +132,24 @@ def test_resume_without_the_adapter_retrains_it_and_ends_identically(tiny_backbo
     assert without_timings(resumed) == without_timings(whole)
 
 
-def test_full_finetuning_trains_every_weight_and_leaves_the_base_untouched(tiny_backbone, sst2_data, tmp_path):
+def test_full_finetuning_trains_every_weight_and_leaves_the_base_untouched(tiny_backbone, sst2_data, tmp_path,
+                                                                          monkeypatch):
     import torch
 
+    from star_al.models.adapters import ADAPTERS
+
+    full = ADAPTERS.get("full")
+    trained = []
+    real_train = full.train
+    monkeypatch.setattr(full, "train", lambda model, *a, **k: trained.append(model) or real_train(model, *a, **k))
     before = {n: p.clone() for n, p in tiny_backbone.model.named_parameters()}
     config = smoke_config("me", finetune="full", n_rounds=1)
     al_run = ActiveLearningRun(config, sst2_data[0], sst2_data[1], sst2_data[2], tiny_backbone,
                                RunDir(tmp_path / "r"))
     rounds = al_run.run()
     assert len(rounds) == 2 and all(0 <= r["accuracy"] <= 1 for r in rounds)
-    tuned = dict(al_run.model.named_parameters())
-    assert al_run.model is not tiny_backbone.model
+    tuned = dict(trained[-1].named_parameters())
+    assert trained[-1] is not tiny_backbone.model and al_run.model is tiny_backbone.model  # the copy is dropped
     assert any(not torch.equal(tuned[n], before[n]) for n in before if "layers.0.mlp" in n)
     for name, param in tiny_backbone.model.named_parameters():
         torch.testing.assert_close(param, before[name])
@@ -179,7 +186,7 @@ def test_training_reads_labels_only_from_the_ledger(tiny_backbone, sst2_data, tm
 
 def test_a_label_in_the_ledger_is_what_training_uses(tiny_backbone, sst2_data, tmp_path, monkeypatch):
     """A person's label (here: the opposite of the file's) is what training gets, not the file's answer."""
-    from star_al.al import loop as loop_module
+    from star_al.engine import training as training_module
     from star_al.labeling.oracle import Label, Oracle
 
     class Contrarian(Oracle):
@@ -190,8 +197,8 @@ def test_a_label_in_the_ledger_is_what_training_uses(tiny_backbone, sst2_data, t
 
     task, pool, test = sst2_data
     seen = []
-    real_train = loop_module.train_adapter
-    monkeypatch.setattr(loop_module, "train_adapter",
+    real_train = training_module.train_adapter
+    monkeypatch.setattr(training_module, "train_adapter",
                         lambda model, tok, task, examples, *a, **k: seen.append(list(examples)) or real_train(
                             model, tok, task, examples, *a, **k))
     run(smoke_config("random", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r", Contrarian())

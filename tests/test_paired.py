@@ -26,9 +26,10 @@ def test_seeds_needed_is_the_first_n_whose_interval_excludes_zero():
 
 
 def test_paired_bootstrap_of_identical_differences_is_that_difference():
-    assert paired.paired_bootstrap([1.5, 1.5, 1.5]) == (1.5, 1.5)
-    lo, hi = paired.paired_bootstrap([1.0, 2.0, 3.0], n_boot=20000)
+    assert paired.paired_bootstrap([1.5] * 5) == (1.5, 1.5)
+    lo, hi = paired.paired_bootstrap([1.0, 2.0, 3.0, 2.0, 2.0], n_boot=20000)
     assert 1.0 <= lo < 2.0 < hi <= 3.0
+    assert paired.paired_bootstrap([1.0, 2.0, 3.0]) is None  # too few seeds to resample
 
 
 def test_pairing_removes_the_seed_to_seed_spread():

@@ -29,7 +29,6 @@ from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.evaluation import evaluate, write_predictions
 from star_al.engine.scoring import ScoringOptions, score_examples
-from star_al.engine.training import full_copy, train_adapter, train_full
 from star_al.errors import StarError
 from star_al.log import eta, log, run_log
 from star_al.labeling.ledger import LabelLedger
@@ -57,14 +56,13 @@ class ActiveLearningRun:
         self.by_id = {ex.id: ex for ex in pool}
         self.strategy = config.recipe.build(config)
         self.stop = run_limits(config)
-        self.adapter = ADAPTERS.get("lora")
+        self.adapter = ADAPTERS.get(config.finetune)  # a LoRA adapter, or every weight (full)
         self.ledger = LabelLedger(run_dir.labels_path)
         if not self.strategy.label_free and not self.oracle.simulated:
             raise StarError(f"strategy {config.strategy!r} reads gold answers (pe_mode 'gold'), which only a "
                             "simulation has; use pe_mode 'label-free' when people label")
         self.pool_ids = choose_pool(config, pool)
-        if config.finetune == "lora":
-            self.adapter.check_targets(backbone.model, config.lora)
+        self.adapter.check_targets(backbone.model, config.lora)
         self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
 
     # -- the loop: Algorithm 1 -------------------------------------------------------------
@@ -260,21 +258,13 @@ class ActiveLearningRun:
     # -- train, adapters ----------------------------------------------------------------------
     def _fine_tune(self, round_index, labeled):
         """A fresh adapter on the frozen base, trained on the whole labeled set (no carry-over)."""
-        config = self.config
         base = self.backbone.model
-        if self.model is not base and config.finetune == "lora":
+        if self.model is not base:
             self.adapter.detach(self.model)
-        self.model = base
-        seed = config.seed * 1000 + round_index
-        desc = f"round {round_index}: train on {len(labeled)}"
-        if config.finetune == "full":
-            torch.manual_seed(seed)
-            self.model = full_copy(base)
-            return train_full(self.model, base.dtype, self.backbone.tokenizer, self.task, labeled,
-                              config.train, seed, desc=desc)
-        self.model = self.adapter.attach(base, config.lora, seed)
-        settings = replace(config.train, b_decay=config.b_decay)
-        return train_adapter(self.model, self.backbone.tokenizer, self.task, labeled, settings, seed, desc=desc)
+        seed = self.config.seed * 1000 + round_index
+        self.model = self.adapter.attach(base, self.config.lora, seed)
+        return self.adapter.train(self.model, base, self.backbone.tokenizer, self.task, labeled, self.config, seed,
+                                  desc=f"round {round_index}: train on {len(labeled)}")
 
     def _release_adapter(self):
         """Take this run's adapter off the backbone (saved already, one per round).
@@ -282,17 +272,15 @@ class ActiveLearningRun:
         PEFT injects an adapter into the base model's modules in place: left there, the next
         run on the same backbone (a sweep) would score its "base" model through it.
         """
-        if self.config.finetune == "lora" and self.model is not self.backbone.model:
+        if self.model is not self.backbone.model:
             self.adapter.detach(self.model)
             self.model = self.backbone.model
 
     def _save_adapter(self, round_index):
-        if self.config.finetune == "full":
-            return  # a full model per round is too big to keep; resume trains it again
         staging = self.run_dir.path / "adapter.next"
         shutil.rmtree(staging, ignore_errors=True)
-        self.adapter.save(self.model, staging, self.backbone.hub_id)
-        write_json_atomic(staging / "star_round.json", {"round": round_index})
+        if self.adapter.save(self.model, staging, self.backbone.hub_id):
+            write_json_atomic(staging / "star_round.json", {"round": round_index})
 
     def _promote_adapter(self):
         staging, final = self.run_dir.path / "adapter.next", self.run_dir.adapter_path
@@ -310,18 +298,17 @@ class ActiveLearningRun:
         for record in rounds:
             self._label(Query(record["selected_ids"], None), record["round"])
         round_index = len(rounds) - 1
-        if self.config.finetune == "lora":
-            for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
-                if _adapter_round(candidate) != round_index:
-                    continue
-                try:
-                    self.model = self.adapter.load(self.backbone.model, candidate)
-                except StarError as error:
-                    _log(f"{error}: training it again")
-                    break
-                if candidate.name == "adapter.next":
-                    self._promote_adapter()
-                return
+        for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
+            if _adapter_round(candidate) != round_index:
+                continue
+            try:
+                self.model = self.adapter.load(self.backbone.model, candidate)
+            except StarError as error:
+                _log(f"{error}: training it again")
+                break
+            if candidate.name == "adapter.next":
+                self._promote_adapter()
+            return
         _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
         self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r["selected_ids"]]))
 

@@ -128,7 +128,7 @@ class Task:
         path = Path(data_dir) / self.splits[split]
         if not path.is_file():
             raise StarError(f"task {self.name}: split file {path} not found")
-        return self.build_examples(_read_jsonl(path), require_answer)
+        return self.build_examples(read_jsonl(path), require_answer)
 
     def build_examples(self, located_records: Iterable[tuple[str, dict]],
                        require_answer: bool = True) -> list[Example]:
@@ -275,7 +275,7 @@ def _template_fields(template: str) -> set[str]:
     return {re.match(r"[^.\[]*", name).group() for name in names}
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield ("path:LINE", record) per non-blank line; line numbers count blank lines too."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

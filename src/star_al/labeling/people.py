@@ -124,18 +124,9 @@ def read_answers(path: Path) -> list[tuple[str, object, object]]:
             raise StarError(f"{path}: a labels CSV needs the columns id and answer")
         return [(f"{path}:{n + 2}", row.get("id"), row.get("answer")) for n, row in enumerate(rows)]
     if path.suffix == ".jsonl":
-        found = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise StarError(f"{path}:{n}: malformed JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise StarError(f"{path}:{n}: expected a JSON object with id and answer")
-            found.append((f"{path}:{n}", row.get("id"), row.get("answer")))
-        return found
+        from star_al.data.tasks import read_jsonl
+
+        return [(where, row.get("id"), row.get("answer")) for where, row in read_jsonl(path)]
     if path.suffix == ".json":
         try:
             tasks = json.loads(text)

@@ -81,7 +81,16 @@ class LoraMethod:
         self.to_base_dtype(peft_model)
         return peft_model
 
-    def save(self, model, folder: str | Path, base_id: str | None) -> None:
+    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None):
+        """Fine-tune the attached adapter; STAR's decay (config.b_decay) acts on the B side."""
+        from dataclasses import replace
+
+        from star_al.engine.training import train_adapter
+
+        return train_adapter(model, tokenizer, task, examples, replace(config.train, b_decay=config.b_decay), seed,
+                             desc=desc)
+
+    def save(self, model, folder: str | Path, base_id: str | None) -> bool:
         """The adapter in PEFT's format, naming the base by its Hub id where one is known, so
         plain `PeftModel.from_pretrained` loads it on any machine (not a local cache path)."""
         folder = Path(folder)
@@ -93,6 +102,7 @@ class LoraMethod:
         from star_al.al.run_dir import write_json_atomic
 
         write_json_atomic(config_path, config)
+        return True
 
     def to_base_dtype(self, model) -> None:
         """After training, hold the adapter in the base's dtype: scoring then runs without casts.
@@ -128,8 +138,43 @@ class LoraMethod:
             del base.peft_config
 
 
+class FullFineTuning:
+    """Every weight trained, on an fp32 copy of the frozen base (the paper's Figure 1 contrast).
+
+    The same operations as an adapter method: `attach` makes the copy, `detach` drops it;
+    a full model per round is too big to keep, so nothing is saved and a resume trains the
+    round again (same labels, same seed).
+    """
+
+    name = "full"
+
+    def attach(self, model, lora, seed: int, fast: bool = True):
+        from star_al.engine.training import full_copy
+
+        torch.manual_seed(seed)
+        return full_copy(model)
+
+    def check_targets(self, model, lora) -> None:
+        return None
+
+    def detach(self, model):
+        return None
+
+    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None):
+        from star_al.engine.training import train_full
+
+        return train_full(model, base.dtype, tokenizer, task, examples, config.train, seed, desc=desc)
+
+    def save(self, model, folder, base_id) -> bool:
+        return False
+
+    def load(self, base, folder):
+        raise StarError("full fine-tuning keeps no weights between rounds")
+
+
 ADAPTERS: Registry[LoraMethod] = Registry("adapter method")
 LORA = ADAPTERS.add("lora", LoraMethod())
+ADAPTERS.add("full", FullFineTuning())
 
 attach_fresh_adapter = LORA.attach
 check_target_modules = LORA.check_targets
