@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 log = logging.getLogger("star_al")
@@ -25,7 +24,12 @@ class _Stderr(logging.Handler):
         sys.stderr.flush()
 
 
-_quieted_tqdm = False
+_quiet = [False]
+
+
+def quiet() -> bool:
+    """True under -q: progress bars stay off."""
+    return _quiet[0]
 
 
 def configure(verbosity: int = 0) -> None:
@@ -33,7 +37,6 @@ def configure(verbosity: int = 0) -> None:
 
     The level is the console's: a run's log file keeps every message whatever it is.
     """
-    global _quieted_tqdm
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     log.setLevel(logging.DEBUG)
     console = next((h for h in log.handlers if isinstance(h, _Stderr)), None)
@@ -43,12 +46,7 @@ def configure(verbosity: int = 0) -> None:
         log.addHandler(console)
     console.setLevel(level)
     log.propagate = False
-    if verbosity < 0:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it when a bar is made
-        _quieted_tqdm = True
-    elif _quieted_tqdm:
-        os.environ.pop("TQDM_DISABLE", None)
-        _quieted_tqdm = False
+    _quiet[0] = verbosity < 0
 
 
 @contextlib.contextmanager

@@ -94,8 +94,8 @@ def decay_effect(config, task, pool, test, backbone, rounds, cache_root=None) ->
             picks, norms = {}, {}
             for name, run in variants.items():
                 run._fine_tune(r - 1, labeled)
-                norms[name] = float(torch.sqrt(sum((p.float() ** 2).sum() for n, p in run.model.named_parameters()
-                                                   if LORA.is_decayed(n))))
+                norms[name] = float(torch.sqrt(sum((p.detach().float() ** 2).sum()
+                                                   for n, p in run.model.named_parameters() if LORA.is_decayed(n))))
                 run.run_dir.clear_pending()
                 picks[name] = run._query(r, rounds[:r], base, {}).ids
                 run._release_adapter()

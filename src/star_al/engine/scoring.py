@@ -22,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
-from star_al.errors import StarError
-from star_al.models.adapters import LORA
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
+from star_al.errors import StarError
+from star_al.log import quiet
+from star_al.models.adapters import LORA
 
 
 @dataclass
@@ -194,7 +195,7 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     label_index = torch.tensor(label_token_ids)
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
     prefix = shared_prefix(model, prompt_ids, passes, batches)
-    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
         logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         label_logprobs[:, batch] = logprobs[..., label_index.to(logits.device)].cpu().double().numpy()
@@ -215,7 +216,7 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     batches = length_buckets(lengths, batch_size)
     prefix = shared_prefix(model, prompt_ids, passes, batches)
-    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
         responses = [response_ids[i] for i in batch]
         width = max(len(r) for r in responses)
         if width == 0:
@@ -257,7 +258,7 @@ def generate_greedy(model, tokenizer, prompt_ids, max_new_tokens, batch_size, an
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
-    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
         input_ids, attention_mask, _ = left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
         stopping = StoppingCriteriaList()
         if answer_complete is not None:

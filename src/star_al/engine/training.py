@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from star_al.data.batching import encode_pair, left_pad
 from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
+from star_al.data.batching import encode_pair, left_pad
+from star_al.log import quiet
 from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
                                      check_target_modules, detach_adapter)
+
 
 @dataclass
 class TrainResult:
@@ -170,7 +172,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
-    with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None, leave=False) as bar:
+    with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar:
         for _ in range(settings.epochs):
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for first in range(0, len(order), settings.batch_size):
