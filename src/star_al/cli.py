@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="where report.md, curves.png, points.csv go (default: first path)")
     rp.add_argument("--calibration", action="store_true", help="add per-round ECE, Brier, wrong-answer confidence")
     rp.add_argument("--include-unfinished", action="store_true")
+    rp.add_argument("--stopping", nargs="?", const="stability:0.99,uncertainty:0.5,plateau:1", default=None,
+                    metavar="CRITERIA", help="mark where each stopping criterion would have ended each curve "
+                                             "(default stability:0.99,uncertainty:0.5,plateau:1)")
 
     f1 = commands.add_parser("figure1", help="plot ME vs random under LoRA and full fine-tuning (paper Figure 1)")
     f1.add_argument("--lora", nargs="+", required=True, help="run directories (or folders) of LoRA runs")
@@ -586,7 +589,7 @@ def cmd_report(args) -> None:
 
     out = Path(args.out or args.runs[0])
     text = write_report(args.runs, out, calibration=args.calibration,
-                        include_unfinished=args.include_unfinished)
+                        include_unfinished=args.include_unfinished, stopping=args.stopping)
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
 

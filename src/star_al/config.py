@@ -141,6 +141,8 @@ class RunConfig:
                           "`star label`; the train file may lack answers)", "--labels", choices=["gold", "human"])
     evaluate: bool = setting(True, "no labelled test set (with --labels human): rounds report the pool's mean "
                              "uncertainty and the agreement of consecutive rounds' predictions", "--no-eval")
+    stop: str | None = setting(None, "stop early: name:value[,...] of budget, rounds, time (minutes), "
+                               "stability (kappa), uncertainty (nats), plateau (points); star list", "--stop")
     data_hash: str | None = None        # fingerprint of the train and test examples the run reads
 
     def __post_init__(self):
@@ -183,6 +185,10 @@ class RunConfig:
         if self.pool_subsample and self.pool_subsample < self.query_size:
             raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
         self.recipe.check(self)
+        from star_al.stopping import parse_stop
+
+        if any(type(c).__name__ == "Plateau" for c in parse_stop(self.stop)) and not self.evaluate:
+            raise StarError("--stop plateau needs a test set; without one (--no-eval) use stability or uncertainty")
         return self
 
     @property

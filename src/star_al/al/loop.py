@@ -35,7 +35,7 @@ from star_al.labeling.ledger import LabelLedger
 from star_al.labeling.oracle import Batch, GoldOracle, Oracle
 from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through here)
 from star_al.models.adapters import ADAPTERS
-from star_al.stopping import run_limits
+from star_al.stopping import AnyOf, cohen_kappa, needs_monitor, parse_stop, run_limits
 from star_al.strategies.base import Needs, Query, ScoreView
 
 
@@ -56,6 +56,7 @@ class ActiveLearningRun:
         self.by_id = {ex.id: ex for ex in pool}
         self.strategy = config.recipe.build(config)
         self.stop = run_limits(config)
+        self.early_stop = AnyOf(parse_stop(config.stop))  # --stop's criteria alone, to mark a run they end
         self.adapter = ADAPTERS.get(config.finetune)  # a LoRA adapter, or every weight (full)
         self.ledger = LabelLedger(run_dir.labels_path)
         if not self.strategy.label_free and not self.oracle.simulated:
@@ -108,7 +109,7 @@ class ActiveLearningRun:
         train_result = self._fine_tune(round_index, labeled)
         timings["train"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        summary = self._measure(round_index)
+        summary = self._measure(round_index, rounds)
         timings["eval"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
         self._save_adapter(round_index)
@@ -119,6 +120,10 @@ class ActiveLearningRun:
         queued = [i for i in query.ids if i not in answered]
         if queued:  # a partly labeled batch (--partial): the rest stays queued for the next round
             record["queued_ids"] = queued
+        reason = self.early_stop.should_stop(rounds + [record])
+        if reason is not None:
+            record["stopped"] = reason
+            _log(f"stopped after round {round_index}: {reason}")
         self.run_dir.append_round(record)
         self.run_dir.clear_pending()
         self._promote_adapter()
@@ -232,28 +237,33 @@ class ActiveLearningRun:
         return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
 
     # -- measure -------------------------------------------------------------------------------
-    def _measure(self, round_index: int) -> dict:
-        """Accuracy and calibration on the test set; without one (--no-eval), the mean uncertainty
-        of a fixed sample of the pool and how many of its predictions agree with the last round's."""
+    def _measure(self, round_index: int, rounds: list[dict]) -> dict:
+        """Accuracy and calibration on the test set; and, without one (--no-eval) or for a stopping
+        rule that needs it, the stopping set: a fixed sample of the pool, its mean uncertainty and
+        how its predictions agree with the last round's (fraction and Cohen's kappa)."""
         config, path = self.config, self.run_dir.predictions_path(round_index)
+        result = {}
         if config.evaluate:
             scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
                                        config.score_batch_size, desc=f"round {round_index}: evaluate")
             write_predictions(scores, path)
-            return {"accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
-                    "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"]}
+            result = {"accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
+                      "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"]}
+        if config.evaluate and not needs_monitor(config):
+            return result
         ids = monitor_ids(config, self.pool_ids)
         options = ScoringOptions(batch_size=config.score_batch_size, max_prompt_tokens=config.train.max_prompt_tokens)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
-                                options, desc=f"round {round_index}: score the monitor sample")
-        write_predictions(scores, path)
-        previous = self.run_dir.predictions_path(round_index - 1)
-        agreement = None
-        if round_index > 0 and previous.is_file():
-            before = {row["id"]: row["prediction"] for row in map(json.loads, previous.read_text().splitlines())}
-            agreement = float(np.mean([before.get(i) == p for i, p in zip(scores.ids, scores.predictions)]))
-        return {"accuracy": None, "pool_uncertainty": float(scores.me[0].mean()), "agreement": agreement,
-                "n_monitor": len(ids)}
+                                options, desc=f"round {round_index}: score the stopping set")
+        predictions = list(scores.predictions)
+        previous = rounds[-1].get("monitor_predictions") if rounds else None
+        agreement = float(np.mean([a == b for a, b in zip(previous, predictions)])) if previous else None
+        uncertainty = float(scores.me[0].mean())
+        if not config.evaluate:
+            write_predictions(scores, path)
+            result = {"accuracy": None, "pool_uncertainty": uncertainty, "agreement": agreement, "n_monitor": len(ids)}
+        return {**result, "monitor_uncertainty": uncertainty, "monitor_predictions": predictions,
+                "kappa": cohen_kappa(previous, predictions) if previous else None}
 
     # -- train, adapters ----------------------------------------------------------------------
     def _fine_tune(self, round_index, labeled):

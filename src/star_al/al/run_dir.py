@@ -229,9 +229,11 @@ class RunDir:
 
 
 def run_finished(config: dict, rounds: list[dict]) -> bool:
-    """A run is finished once it holds round 0 and all n_rounds query rounds (one rule for all readers)."""
+    """A run is finished once it holds round 0 and all n_rounds query rounds, or a stopping
+    criterion ended it (one rule for all readers)."""
     n_rounds = config.get("n_rounds")
-    return isinstance(n_rounds, int) and len(rounds) >= n_rounds + 1
+    stopped_early = bool(rounds) and bool(rounds[-1].get("stopped"))  # a --stop criterion fired
+    return stopped_early or (isinstance(n_rounds, int) and len(rounds) >= n_rounds + 1)
 
 
 def check_round_sequence(rounds: list[dict], path: Path) -> None:

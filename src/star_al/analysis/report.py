@@ -294,6 +294,40 @@ def paired_table(runs) -> str:
          "seeds needed"], body)
 
 
+DEFAULT_STOPPING = "stability:0.99,uncertainty:0.5,plateau:1"
+
+
+def stopping_table(runs, spec: str = DEFAULT_STOPPING) -> str:
+    """Where each stopping criterion would have ended each finished curve, and what that
+    would have cost (accuracy against the run's last round) or saved (labels)."""
+    from star_al.stopping import parse_stop
+
+    criteria = list(zip([part.strip() for part in spec.split(",")], parse_stop(spec)))
+    body = []
+    for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
+        final = run.rounds[-1]
+        for name, criterion in criteria:
+            has_data = not getattr(criterion, "needs_monitor", False) or any("kappa" in r for r in run.rounds)
+            stop_at = next((r for r in range(len(run.rounds)) if criterion.should_stop(run.rounds[:r + 1])), None)
+            if not has_data:
+                where = saved = cost = "no stopping-set data"
+            elif stop_at is None:
+                where, saved, cost = "never", "0", "0"
+            else:
+                record = run.rounds[stop_at]
+                where = f"round {stop_at} ({record['n_labeled']} labels)"
+                saved = str(final["n_labeled"] - record["n_labeled"])
+                cost = ("n/a" if record.get("accuracy") is None or final.get("accuracy") is None
+                        else f"{100 * (final['accuracy'] - record['accuracy']):+.1f}")
+            body.append([run.task, run.strategy, str(run.seed), name, where, saved, cost])
+    caption = (f"Where each criterion ({spec}) would have stopped each curve: the labels it would have "
+               "saved, and the test accuracy the run gained after it (points; what stopping there would "
+               "have cost). Stability and uncertainty need a run made with a --stop criterion that reads "
+               "the stopping set.")
+    return caption + "\n\n" + markdown_grid(["task", "strategy", "seed", "criterion", "stops at", "labels saved",
+                                               "accuracy gained after"], body)
+
+
 def format_number(value: float, digits: int = 3) -> str:
     """A fraction or figure for a table; nan reads n/a."""
     return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
@@ -389,7 +423,7 @@ def write_points_csv(runs, path) -> None:
 
 
 def write_report(paths, out_dir, calibration: bool = False, include_unfinished: bool = False,
-                 baseline: str = "random") -> str:
+                 baseline: str = "random", stopping: str | None = None) -> str:
     """Find the runs under `paths`, write report.md, curves.png and points.csv into
     `out_dir`, and return the report's Markdown for the caller to print.
 
@@ -423,6 +457,12 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     at_work = components_table(runs)
     if at_work:
         parts.append("## STAR's parts at work\n\n" + at_work)
+    if stopping:
+        parts.append("## Stopping\n\n" + stopping_table(runs, stopping))
+        stopped = [run for run in runs if run.rounds[-1].get("stopped")]
+        if stopped:
+            parts.append("Runs that stopped early: " + "; ".join(
+                f"{run.path} after round {run.rounds[-1]['round']} ({run.rounds[-1]['stopped']})" for run in stopped))
     if calibration:
         parts.append("## Calibration per round\n\n" + calibration_table(runs, baseline))
     text = "\n\n".join(parts) + "\n"
