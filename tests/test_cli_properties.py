@@ -102,6 +102,11 @@ RUN_SETTINGS = {
                                                            "warmup_ratio": junk}),
                        junk),
     "seed": junk, "colour": junk,
+    "stop": st.sampled_from(["stability:0.5", "budget:6", "time:0.001", "uncertainty:9", "plateau:1", "stabilty:1",
+                             "budget:x", "", 3]),
+    "labels": st.sampled_from(["gold", "human", "robots"]), "evaluate": st.sampled_from([True, False, "no"]),
+    "task": st.sampled_from(["sst2", "nosuchtask"]), "strategy": st.sampled_from(["me", "me+star", "bogus"]),
+    "out": st.sampled_from(["elsewhere", 5]),
 }
 
 
