@@ -86,17 +86,21 @@ class ActiveLearningRun:
             while self.stop.should_stop(rounds) is None:
                 record = self.run_round(len(rounds), rounds, base)
                 rounds.append(record)
-                measured = (f"accuracy {100 * record['accuracy']:.2f}%" if record["accuracy"] is not None else
-                            f"pool uncertainty {record['pool_uncertainty']:.3f}, agreement "
-                            + ("-" if record["agreement"] is None else f"{100 * record['agreement']:.1f}%"))
-                left = self.config.n_rounds - record["round"]
-                # Rounds grow with the labeled set: the last round's time is a floor for each one left.
-                estimate = f"; about {eta(left * record['timings']['total'])} for the {left} left" if left > 0 else ""
-                _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, {measured} "
-                     f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())}){estimate}")
+                self._log_round(record)
         finally:
             self._release_adapter()
         return rounds
+
+    def _log_round(self, record: dict) -> None:
+        """One line a round: labels, accuracy (or the stopping set's), times, and the time left."""
+        measured = (f"accuracy {100 * record['accuracy']:.2f}%" if record["accuracy"] is not None else
+                    f"pool uncertainty {record['pool_uncertainty']:.3f}, agreement "
+                    + ("-" if record["agreement"] is None else f"{100 * record['agreement']:.1f}%"))
+        left = self.config.n_rounds - record["round"]
+        # Rounds grow with the labeled set: the last round's time is a floor for each one left.
+        estimate = f"; about {eta(left * record['timings']['total'])} for the {left} left" if left > 0 else ""
+        _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, {measured} "
+             f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())}){estimate}")
 
     def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
         started = time.perf_counter()
