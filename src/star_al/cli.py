@@ -263,12 +263,16 @@ def _load_task_and_split(args, split, limit=None):
     from star_al.data.tasks import load_examples, load_task
 
     task = load_task(args.task)
-    examples = load_examples(task, split, data_root=data_root_from(args), data_dir=args.data)
-    if limit is not None:
-        if limit <= 0:
-            raise StarError(f"--limit must be positive, got {limit}")
-        examples = examples[:limit]
-    return task, examples
+    return task, _first(load_examples(task, split, data_root=data_root_from(args), data_dir=args.data), limit)
+
+
+def _first(examples, limit):
+    """The first --limit examples (all of them without one)."""
+    if limit is None:
+        return examples
+    if limit <= 0:
+        raise StarError(f"--limit must be positive, got {limit}")
+    return examples[:limit]
 
 
 def _load_backbone(args, model: str | None = None):
@@ -296,10 +300,7 @@ def cmd_eval(args) -> None:
     _check_positive(args, "batch_size")
     task, examples = _load_task_and_split(args, "test")
     n_original = len(examples)
-    if args.limit is not None:
-        if args.limit <= 0:
-            raise StarError(f"--limit must be positive, got {args.limit}")
-        examples = examples[:args.limit]
+    examples = _first(examples, args.limit)
     out = Path(args.out or f"out/eval-{task.name}")
     check_writable_dir(out)
     if args.adapter:
@@ -386,11 +387,11 @@ def train_settings_from(args, base=None):
 def cmd_train(args) -> None:
     from dataclasses import asdict
 
-    from star_al.engine.evaluation import evaluate, write_predictions
     from star_al.al.run_dir import write_text_atomic
-    from star_al.engine.training import attach_fresh_adapter, train_adapter
-
-    from star_al.config import check_settings
+    from star_al.config import TrainSettings, check_settings
+    from star_al.engine.evaluation import evaluate, write_predictions
+    from star_al.engine.training import train_adapter
+    from star_al.models.adapters import LORA
 
     _check_positive(args, "batch_size")
     if args.seed < 0:
@@ -401,17 +402,13 @@ def cmd_train(args) -> None:
         raise StarError(f"--n-train {args.n_train} must be between 1 and the {len(pool)} train examples")
     chosen = random.Random(args.seed).sample(range(len(pool)), args.n_train)
     labeled = [pool[i] for i in chosen]
-    from star_al.engine.training import TrainSettings
-
     lora = lora_settings_from(args)
     train = train_settings_from(args, TrainSettings(**task.training))
     check_settings(lora, train)
     out = Path(args.out)
     check_writable_dir(out)
     backbone = _load_backbone(args)
-    from star_al.engine.training import check_target_modules
-
-    check_target_modules(backbone.model, lora)
+    LORA.check_targets(backbone.model, lora)
     summary = {"task": task.name, "model": args.model, "n_train": args.n_train, "seed": args.seed,
                "lora": asdict(lora), "train": asdict(train)}
     if not args.no_baseline:
@@ -419,13 +416,11 @@ def cmd_train(args) -> None:
                                    desc="evaluate untuned")
         _print_summary("untuned", base_summary)
         summary["untuned"] = base_summary
-    peft_model = attach_fresh_adapter(backbone.model, lora, args.seed)
+    peft_model = LORA.attach(backbone.model, lora, args.seed)
     started = time.perf_counter()
     result = train_adapter(peft_model, backbone.tokenizer, task, labeled, train, args.seed)
     print(f"trained {result.steps} steps on {args.n_train} examples in {time.perf_counter() - started:.1f}s "
           f"(final loss {result.losses[-1]:.3f})", file=sys.stderr)
-    from star_al.models.adapters import LORA
-
     LORA.save(peft_model, out / "adapter", backbone.hub_id)
     scores, tuned_summary = evaluate(peft_model, backbone.tokenizer, task, test, args.batch_size,
                                      desc="evaluate tuned")
@@ -471,27 +466,39 @@ def _resolve_run_config(args, task: str | None = None, strategy: str | None = No
     return replace(config, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
 
 
-def _execute_run(config, run_dir, args, backbone=None):
-    """Load data and model for a config and run (or resume) it in run_dir."""
-    from star_al.models.backbones import default_cache_root
-    from star_al.al.loop import ActiveLearningRun
-    from star_al.al.streams import choose_pool
-    from star_al.al.run_dir import RunDir
+def _run_data(config, args):
+    """A run's task, pool and test set.
+
+    --data given now wins (the run's data may have moved); the run's fingerprint check
+    refuses it if its content is not what the run started with.
+    """
     from star_al.data.tasks import load_examples, load_task
 
     task = load_task(config.task)
-    # --data given now wins (the run's data may have moved); the fingerprint check in the
-    # run refuses it if its content is not what the run started with.
     data_dir = getattr(args, "data", None) or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir()
                                                else None)
     root = data_root_from(args)
     pool = load_examples(task, "train", data_root=root, data_dir=data_dir, require_answer=config.labels == "gold")
     test = load_examples(task, "test", data_root=root, data_dir=data_dir) if config.evaluate else []
-    if config.test_limit:
-        test = test[:config.test_limit]
+    return task, pool, test[:config.test_limit] if config.test_limit else test
+
+
+def _cache_root(args) -> Path:
+    from star_al.models.backbones import default_cache_root
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_root()
+
+
+def _execute_run(config, run_dir, args, backbone=None):
+    """Load data and model for a config and run (or resume) it in run_dir."""
+    from star_al.al.loop import ActiveLearningRun
+    from star_al.al.run_dir import RunDir
+    from star_al.al.streams import choose_pool
+
+    task, pool, test = _run_data(config, args)
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
     backbone = backbone or _load_backbone(args, config.model)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    cache = _cache_root(args)
     run_dir = RunDir(run_dir)
     oracle = None
     if config.labels == "human":
@@ -636,21 +643,15 @@ def cmd_figure1(args) -> None:
 def _probe_decay(args) -> None:
     from star_al.al.run_dir import RunDir, write_json_atomic, write_text_atomic
     from star_al.analysis.components import decay_effect
-    from star_al.data.tasks import load_examples, load_task
-    from star_al.models.backbones import default_cache_root
 
     run_dir = RunDir(args.run_dir)
     config = run_dir.read_config()
     if not config.recipe.decays:
         raise StarError(f"{args.run_dir} runs {config.strategy}, which has no L2 decay on B")
     rounds = run_dir.read_rounds()
-    task = load_task(config.task)
-    data_dir = args.data or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None)
-    pool = load_examples(task, "train", data_root=data_root_from(args), data_dir=data_dir)
-    test = load_examples(task, "test", data_root=data_root_from(args), data_dir=data_dir)[:config.test_limit or None]
+    task, pool, test = _run_data(config, args)
     backbone = _load_backbone(args, config.model)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_root()
-    effects = decay_effect(config, task, pool, test, backbone, rounds, cache)
+    effects = decay_effect(config, task, pool, test, backbone, rounds, _cache_root(args))
     out = Path(args.out or run_dir.path / "probe-decay")
     write_json_atomic(out / "decay.json", effects)
     lines = ["| query round | picks changed by L2 on B | B norm shrunk by | decay twin = the run's picks |",
@@ -772,8 +773,7 @@ def cmd_export_adapter(args) -> None:
     if not base or Path(str(base)).is_absolute():
         raise StarError(f"the run does not know its base model's Hub id ({base}); give --base-model ORG/NAME")
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_model.safetensors",):
-        shutil.copyfile(source / name, out / name)
+    shutil.copyfile(source / "adapter_model.safetensors", out / "adapter_model.safetensors")
     write_json_atomic(out / "adapter_config.json", {**adapter_config, "base_model_name_or_path": base})
     rounds = run_dir.read_rounds()
     last = rounds[-1] if rounds else {}

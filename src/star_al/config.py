@@ -185,9 +185,9 @@ class RunConfig:
         if self.pool_subsample and self.pool_subsample < self.query_size:
             raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
         self.recipe.check(self)
-        from star_al.stopping import parse_stop
+        from star_al.stopping import Plateau, parse_stop
 
-        if any(type(c).__name__ == "Plateau" for c in parse_stop(self.stop)) and not self.evaluate:
+        if any(isinstance(c, Plateau) for c in parse_stop(self.stop)) and not self.evaluate:
             raise StarError("--stop plateau needs a test set; without one (--no-eval) use stability or uncertainty")
         return self
 

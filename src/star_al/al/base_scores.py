@@ -17,7 +17,7 @@ from filelock import FileLock
 
 from star_al.al.run_dir import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.data.tasks import fingerprint
-from star_al.engine.scoring import ScoringOptions, score_examples
+from star_al.engine.scoring import run_scoring_options, score_examples
 from star_al.errors import StarError
 from star_al.log import log
 
@@ -88,9 +88,8 @@ def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_r
         source = "shared cache" if arrays is not None else "computed"
         if arrays is None:
             answered = all(ex.gold is not None for ex in pool_examples)
-            options = ScoringOptions(batch_size=config.score_batch_size, passes=1, gold_pe=answered,
-                                     max_prompt_tokens=config.train.max_prompt_tokens)
-            scores = score_examples(model, tokenizer, task, pool_examples, options,
+            scores = score_examples(model, tokenizer, task, pool_examples,
+                                    run_scoring_options(config, gold_pe=answered),
                                     desc="score pool (base model)")
             arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0]}
             if scores.pe_gold is not None:

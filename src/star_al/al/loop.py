@@ -28,7 +28,7 @@ from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for, 
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.evaluation import evaluate, write_predictions
-from star_al.engine.scoring import ScoringOptions, score_examples
+from star_al.engine.scoring import run_scoring_options, score_examples
 from star_al.errors import StarError
 from star_al.log import eta, log, run_log
 from star_al.labeling.ledger import LabelLedger
@@ -165,8 +165,7 @@ class ActiveLearningRun:
     def _score_pool(self, round_index: int, ids: np.ndarray, needs: Needs) -> dict[str, np.ndarray]:
         """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
         config = self.config
-        options = ScoringOptions(batch_size=config.score_batch_size, passes=needs.passes,
-                                 gold_pe="pe_gold" in needs.tuned, max_prompt_tokens=config.train.max_prompt_tokens)
+        options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned)
         torch.manual_seed(config.seed * 1000 + 500 + round_index)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
                                 options, desc=f"round {round_index}: score pool")
@@ -226,9 +225,8 @@ class ActiveLearningRun:
         if self.oracle.simulated:
             return Batch(round_index, examples)
         position = {i: n for n, i in enumerate(query.ids)}
-        options = ScoringOptions(batch_size=self.config.score_batch_size,
-                                 max_prompt_tokens=self.config.train.max_prompt_tokens)
-        scores = score_examples(self.model, self.backbone.tokenizer, self.task, examples, options,
+        scores = score_examples(self.model, self.backbone.tokenizer, self.task, examples,
+                                run_scoring_options(self.config),
                                 desc=f"round {round_index}: the model's answers")
         return Batch(round_index, examples, [query.scores[position[i]] for i in ids] if query.scores else None,
                      list(scores.predictions), [float(u) for u in scores.me[0]])
@@ -256,9 +254,8 @@ class ActiveLearningRun:
         if config.evaluate and not needs_monitor(config):
             return result
         ids = monitor_ids(config, self.pool_ids)
-        options = ScoringOptions(batch_size=config.score_batch_size, max_prompt_tokens=config.train.max_prompt_tokens)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
-                                options, desc=f"round {round_index}: score the stopping set")
+                                run_scoring_options(config), desc=f"round {round_index}: score the stopping set")
         predictions = list(scores.predictions)
         previous = rounds[-1].get("monitor_predictions") if rounds else None
         agreement = float(np.mean([a == b for a, b in zip(previous, predictions)])) if previous else None

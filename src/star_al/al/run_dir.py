@@ -127,7 +127,8 @@ class RunDir:
             return
         if self.path.is_file():
             raise StarError(f"{self.path} is a file, not a run directory; use another --out")
-        if self.path.exists() and any(p.name not in (LOCK_FILE, LOCK_OWNER_FILE, "run.log") for p in self.path.iterdir()):
+        ours = (LOCK_FILE, LOCK_OWNER_FILE, "run.log")  # written before the claim: the lock and its log
+        if self.path.exists() and any(p.name not in ours for p in self.path.iterdir()):
             raise StarError(f"{self.path} exists and is not a run directory; use another --out")
         write_json_atomic(self.config_path, wanted)
 

@@ -24,7 +24,8 @@ def mc_picks_changed(run_path: Path, config: dict, rounds: list[dict]) -> list[i
     run_config = RunConfig.from_dict(config)
     if not run_config.recipe.uses("mc"):
         return None
-    strategy = replace(run_config, pool_subsample=None).recipe.build(replace(run_config, pool_subsample=None))
+    whole = replace(run_config, pool_subsample=None)  # the score file holds the candidates already drawn
+    strategy = whole.recipe.build(whole)
     changed = []
     for record in rounds[1:]:
         path = Path(run_path) / "scores" / f"round-{record['round']:02d}.npz"

@@ -288,6 +288,12 @@ class ScoringOptions:
     generation_batch_size: int = 16
 
 
+def run_scoring_options(config, passes: int = 1, gold_pe: bool = False) -> ScoringOptions:
+    """How a run scores: its batch size and prompt cut, with `passes` (MC dropout) and gold PE as asked."""
+    return ScoringOptions(batch_size=config.score_batch_size, passes=passes, gold_pe=gold_pe,
+                          max_prompt_tokens=config.train.max_prompt_tokens)
+
+
 def score_examples(model, tokenizer, task, examples, options: ScoringOptions, desc=None) -> Scores:
     """Predictions, confidences and ME/PE scores for examples under the current model."""
     if not examples:
