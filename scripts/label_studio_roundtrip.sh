@@ -20,7 +20,9 @@ HOME="$home" "$LS_VENV/bin/label-studio" start --no-browser --port "$PORT" --dat
   --username annotator@example.com --password star-al-test --user-token "$token" \
   --enable-legacy-api-token > "$home/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$home"' EXIT
+# The server dies of the SIGTERM we send it; its status (143) must not become ours.
+stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$home"; }
+trap stop_server EXIT
 for _ in $(seq 1 600); do
   curl -sf "http://localhost:$PORT/health" > /dev/null && break
   kill -0 $server 2>/dev/null || { tail -20 "$home/server.log"; exit 1; }
