@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stopping", nargs="?", const="stability:0.99,uncertainty:0.5,plateau:1", default=None,
                     metavar="CRITERIA", help="mark where each stopping criterion would have ended each curve "
                                              "(default stability:0.99,uncertainty:0.5,plateau:1)")
+    rp.add_argument("--variance", action="store_true",
+                    help="split each round's variance into seed, training run (--train-seed) and test sample; "
+                         "writes variance.md")
 
     f1 = commands.add_parser("figure1", help="plot ME vs random under LoRA and full fine-tuning (paper Figure 1)")
     f1.add_argument("--lora", nargs="+", required=True, help="run directories (or folders) of LoRA runs")
@@ -516,7 +519,8 @@ def _execute_run(config, run_dir, args, backbone=None):
 def _default_run_dir(root, config) -> Path:
     task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
     strategy = config.strategy + ("-full" if config.finetune == "full" else "")
-    return Path(root) / task / strategy / f"seed-{config.seed}"
+    train = "" if config.train_seed is None else f"-train-{config.train_seed}"
+    return Path(root) / task / strategy / f"seed-{config.seed}{train}"
 
 
 def cmd_run(args) -> None:
@@ -595,6 +599,12 @@ def cmd_report(args) -> None:
     from star_al.analysis.report import write_report
 
     out = Path(args.out or args.runs[0])
+    if args.variance:
+        from star_al.analysis.report import write_variance_report
+
+        print(write_variance_report(args.runs, out))
+        print(f"wrote {out / 'variance.md'}", file=sys.stderr)
+        return
     text = write_report(args.runs, out, calibration=args.calibration,
                         include_unfinished=args.include_unfinished, stopping=args.stopping)
     print(text)

@@ -46,6 +46,8 @@ class TrainSettings:
     """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
 
     epochs: int = setting(3, "training epochs per round", "--epochs")
+    min_steps: int = setting(0, "at least N optimizer steps a round: whole epochs are added until reached "
+                             "(small labeled sets otherwise train for a handful of steps)", "--min-steps")
     batch_size: int = setting(8, "training batch size", "--train-batch-size")
     learning_rate: float = setting(1.5e-4, "peak learning rate", "--lr")
     b_decay: float = setting(0.0, "AdamW weight decay on lora_B only (runs set it from --b-decay-strength)",
@@ -58,6 +60,7 @@ class TrainSettings:
 # YAML and presets alike): (kind, low, high, low allowed, high allowed, None allowed).
 NUMERIC_RULES = {
     "seed": (int, 0, None, True, None, False),
+    "train_seed": (int, 0, None, True, None, True),
     "warm_start": (int, 1, None, True, None, False),
     "query_size": (int, 1, None, True, None, False),
     "n_rounds": (int, 0, None, True, None, False),
@@ -71,6 +74,7 @@ NUMERIC_RULES = {
     "lora.alpha": (float, 0.0, None, False, None, False),
     "lora.dropout": (float, 0.0, 1.0, True, False, False),   # 1 would drop the whole branch
     "train.epochs": (int, 1, None, True, None, False),
+    "train.min_steps": (int, 0, None, True, None, False),
     "train.batch_size": (int, 1, None, True, None, False),
     "train.learning_rate": (float, 0.0, None, False, None, False),
     "train.b_decay": (float, 0.0, None, True, None, False),
@@ -114,6 +118,8 @@ class RunConfig:
     task: str = setting(None, "gsm8k, boolq, obqa, sst2, or a task YAML path", "--task")
     strategy: str = setting(None, "random, me, pe, or a recipe such as me+star (star list)", "--strategy")
     seed: int = setting(0, "the run's seed (warm start, pool, queries, training)", "--seed")
+    train_seed: int | None = setting(None, "seed of the training runs alone (adapter init, dropout, batch "
+                                     "order); default: --seed. Same labels, other training luck", "--train-seed")
     preset: str = setting("cpu", "paper, cpu or smoke: sizes and training for the hardware at hand", "--preset")
     model: str = setting("smollm2-135m", "smollm2-135m, gemma3-270m, a .gguf file, a model directory or a hub id",
                          "--model")

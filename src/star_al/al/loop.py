@@ -272,7 +272,8 @@ class ActiveLearningRun:
         base = self.backbone.model
         if self.model is not base:
             self.adapter.detach(self.model)
-        seed = self.config.seed * 1000 + round_index
+        train_seed = self.config.seed if self.config.train_seed is None else self.config.train_seed
+        seed = train_seed * 1000 + round_index
         self.model = self.adapter.attach(base, self.config.lora, seed)
         return self.adapter.train(self.model, base, self.backbone.tokenizer, self.task, labeled, self.config, seed,
                                   desc=f"round {round_index}: train on {len(labeled)}")

@@ -470,6 +470,21 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     return text
 
 
+def write_variance_report(paths, out_dir) -> str:
+    """variance.md: each round's variance split into seed, training run and test sample
+    (analysis/variance.py), over the finished runs under `paths`."""
+    from star_al.analysis.variance import markdown, variance_table
+
+    runs = [run for run in find_runs(_as_paths(paths)) if run.finished]
+    if not runs:
+        raise StarError(f"no finished runs under {', '.join(str(p) for p in _as_paths(paths))}")
+    text = "# Where the noise comes from\n\n" + markdown(variance_table(runs)) + "\n"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "variance.md", text)
+    return text
+
+
 def write_figure1(lora_paths, full_paths, out_dir, strategies=("random", "me"), baseline: str = "random") -> str:
     """Figure 1 from finished runs: figure1.png and figure1.md (AUC/RIPL under each fine-tuning)."""
     out_dir = Path(out_dir)

@@ -165,7 +165,9 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
                for ex in examples]
     device = next(model.parameters()).device
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total_steps = settings.epochs * steps_per_epoch
+    # Whole epochs (every example as often), enough of them for the round's minimum of steps.
+    epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+    total_steps = epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps),
                                                 total_steps)
     generator = torch.Generator().manual_seed(seed)
@@ -173,7 +175,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     start = time.perf_counter()
     model.train()
     with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar:
-        for _ in range(settings.epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for first in range(0, len(order), settings.batch_size):
                 batch = [encoded[i] for i in order[first:first + settings.batch_size]]
