@@ -242,3 +242,18 @@ def test_an_lm_eval_task_yaml_gives_the_same_accuracy_in_star_eval_as_in_lm_eval
                  "3", "--rounds", "1", "--pool-size", "30", "--rank", "4", "--test-limit", "10",
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "R")]) == 0
     assert len((tmp_path / "R" / "rounds.jsonl").read_text().splitlines()) == 2
+
+
+def test_quiet_silences_the_libraries_bars_in_a_fresh_process(tiny_model_dir, sst2_folder, tmp_path):
+    """transformers reads its verbosity when first imported: only a new process shows what -q does
+    (the real SmolLM2's "Loading weights" bar, checked by hand; the tiny model shows none)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "star_al.cli", "eval", "--task", "sst2", "--data", str(sst2_folder), "--model",
+            str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--limit", "4"]
+    loud = subprocess.run(args + ["--out", str(tmp_path / "L")], capture_output=True, text=True, check=True)
+    assert "evaluate" in loud.stderr and "model " in loud.stderr
+    quiet = subprocess.run(args[:3] + ["-q"] + args[3:] + ["--out", str(tmp_path / "Q")],
+                           capture_output=True, text=True, check=True)
+    assert quiet.stderr.strip() == "" and "accuracy" in quiet.stdout

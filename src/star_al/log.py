@@ -47,6 +47,13 @@ def configure(verbosity: int = 0) -> None:
     console.setLevel(level)
     log.propagate = False
     _quiet[0] = verbosity < 0
+    if verbosity < 0:
+        # transformers and the Hub read these when first imported (after this, in every command):
+        # their weight-loading bars and advice would otherwise still print under -q.
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @contextlib.contextmanager
