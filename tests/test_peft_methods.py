@@ -64,6 +64,19 @@ def test_each_method_trains_saves_loads_back_and_detaches_to_the_untouched_base(
     torch.testing.assert_close(logits(method.detach(loaded), tok), base_logits, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["lora", "dora", "ia3"])
+def test_each_method_trains_under_bf16_autocast_and_is_held_in_bf16_after(tiny_backbone, sst2, name):
+    """A bf16 base trains its fp32 adapter under autocast (engine/training.py), then holds it in bf16."""
+    task, pool, _ = sst2
+    method, model = ADAPTERS.get(name), tiny_backbone.model.to(torch.bfloat16)
+    peft_model = method.attach(model, SETTINGS, seed=0)
+    result = train_adapter(peft_model, tiny_backbone.tokenizer, task, pool[:4],
+                           TrainSettings(epochs=1, batch_size=4, learning_rate=1e-2), seed=0, desc=None)
+    assert result.steps == 1 and np.isfinite(result.losses).all()
+    adapter = [p for n, p in peft_model.named_parameters() if method.is_adapter_parameter(n)]
+    assert adapter and all(p.dtype == torch.bfloat16 for p in adapter)
+
+
 def test_dora_runs_on_peft_forward_and_its_mc_passes_draw_dropout(tiny_backbone, sst2):
     from star_al.models.fast_lora import BitDropout, _lora_linear_class
 

@@ -217,6 +217,17 @@ class Ia3Method(PeftMethod):
     decayed = None
     parameter_parts = ("ia3_",)
 
+    def ready(self, peft_model):
+        """IA3 layers lack the `cast_input_dtype_enabled` flag that training's bf16 autocast
+        turns off through peft.helpers.disable_input_dtype_casting; they never cast their
+        inputs, so the flag is given to them, set as in every other PEFT layer."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in peft_model.modules():
+            if isinstance(module, BaseTunerLayer) and not hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = True
+        return peft_model
+
     def peft_config(self, model, lora: LoraSettings):
         from peft import IA3Config
 
