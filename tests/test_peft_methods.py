@@ -101,6 +101,43 @@ def test_dora_runs_on_peft_forward_and_its_mc_passes_draw_dropout(tiny_backbone,
     np.testing.assert_array_equal(*plain)
 
 
+def test_dora_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exactly(tiny_backbone, sst2):
+    """Single passes on an fp32 base fold the adapter in (engine/scoring.py merged_adapter); DoRA's too."""
+    from star_al.data.batching import encode_prompt
+    from star_al.engine.scoring import merged_adapter, next_token_stats
+
+    task, pool, _ = sst2
+    tok = tiny_backbone.tokenizer
+    prompts = [encode_prompt(tok, ex.prompt) for ex in pool[:8]]
+    base = next_token_stats(tiny_backbone.model, prompts, [5, 7], tok.pad_token_id, batch_size=4)
+    peft_model = ADAPTERS.get("dora").attach(tiny_backbone.model, SETTINGS, 0)
+    for name, param in peft_model.named_parameters():  # a trained-looking B and magnitude
+        if "lora_B" in name or "lora_magnitude_vector" in name:
+            param.data += 0.2 * torch.randn_like(param)
+    peft_model.eval()
+    unmerged = next_token_stats(peft_model, prompts, [5, 7], tok.pad_token_id, batch_size=4)
+    before = {n: p.clone() for n, p in peft_model.named_parameters() if "base_layer" in n}
+    with merged_adapter(peft_model):
+        assert any(not torch.equal(p, before[n]) for n, p in peft_model.named_parameters() if "base_layer" in n)
+        merged = next_token_stats(peft_model, prompts, [5, 7], tok.pad_token_id, batch_size=4)
+    np.testing.assert_allclose(merged[0], unmerged[0], atol=1e-4)
+    assert np.abs(unmerged[0] - base[0]).max() > 1e-3  # the adapter moves the scores: the match is not vacuous
+    assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters() if "base_layer" in n)
+
+
+def test_star_train_trains_and_saves_the_named_method_and_refuses_full(tiny_model_dir, data_root, tmp_path, capsys):
+    from star_al.cli import main
+
+    args = ["train", "--task", "sst2", "--n-train", "4", "--model", str(tiny_model_dir), "--data-root", str(data_root),
+            "--device", "cpu", "--dtype", "float32", "--epochs", "1", "--limit", "3", "--no-baseline"]
+    assert main([*args, "--peft", "ia3", "--out", str(tmp_path / "T")]) == 0
+    assert json.loads((tmp_path / "T" / "adapter" / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    assert json.loads((tmp_path / "T" / "summary.json").read_text())["peft"] == "ia3"
+    capsys.readouterr()
+    assert main([*args, "--peft", "full", "--out", str(tmp_path / "F")]) == 1
+    assert "star train trains an adapter" in capsys.readouterr().err
+
+
 def test_ia3_scales_keys_values_and_the_ffn_input_and_has_no_dropout_or_b(tiny_backbone):
     method = ADAPTERS.get("ia3")
     peft_model = method.attach(tiny_backbone.model, SETTINGS, seed=0)
