@@ -10,7 +10,7 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py kernels            # dropout masks, random words and AdamW: torch's way and ours
     .venv/bin/python scripts/measure.py compile            # torch.compile(dynamic=True) on a scoring pass (minutes)
     .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
-    .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # one cpu round of LoRA, DoRA (lr 1e-3), IA3 (these lr)
+    .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # a cpu round: LoRA, DoRA (lr 1e-3), IA3 (each lr)
 
 Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
 """
