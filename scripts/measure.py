@@ -10,6 +10,7 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py kernels            # dropout masks, random words and AdamW: torch's way and ours
     .venv/bin/python scripts/measure.py compile            # torch.compile(dynamic=True) on a scoring pass (minutes)
     .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
+    .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # a cpu round: LoRA, DoRA (lr 1e-3), IA3 (each lr)
 
 Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
 """
@@ -30,8 +31,8 @@ from star_al.models.hardware import choose_placement
 from star_al.engine.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
 from star_al.data.tasks import load_examples, load_task
 from star_al.engine.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_only_batch,
-                              attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups, train_full,
-                              training_attention)
+                              attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups,
+                              train_adapter, train_full, training_attention)
 
 DATA = os.environ.get("STAR_DATA_ROOT", "../shared/data")
 
@@ -178,6 +179,26 @@ def full_ft_lr(backbone, rates):
             del model
 
 
+def peft_methods(backbone, ia3_rates):
+    """One `cpu`-preset training round (32 sst2 labels, r 64, 3 epochs, batch 8) per adapter method:
+    its time, last loss and accuracy on the first 200 test examples; LoRA and DoRA at the preset's
+    lr 1e-3, IA3 at each of `ia3_rates` (it scales rather than adds, and wants a larger step)."""
+    from star_al.models.adapters import ADAPTERS
+
+    task = load_task("sst2")
+    labeled = load_examples(task, "train", data_root=DATA)[:32]
+    test = load_examples(task, "test", data_root=DATA)[:200]
+    for name, lr in [("lora", 1e-3), ("dora", 1e-3)] + [("ia3", rate) for rate in ia3_rates]:
+        method = ADAPTERS.get(name)
+        model = method.attach(backbone.model, LoraSettings(), seed=0)
+        result = train_adapter(model, backbone.tokenizer, task, labeled,
+                               TrainSettings(epochs=3, batch_size=8, learning_rate=lr), 0, desc=None)
+        _, summary = evaluate(model, backbone.tokenizer, task, test, 32, desc=None)
+        print(f"{name} lr {lr:g}: {result.steps} steps in {result.seconds:.1f} s, loss {result.losses[0]:.2f} -> "
+              f"{result.losses[-1]:.2f}, accuracy {100 * summary['accuracy']:.1f}%", flush=True)
+        method.detach(model)
+
+
 def kernels(backbone):
     """Per-value cost of LoRA dropout masks and per-word cost of random words, on a BoolQ
     MC batch's LoRA input (96 rows x 24 tokens x 576, bf16), and one AdamW step over the
@@ -211,12 +232,14 @@ def kernels(backbone):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["scoring-profile", "training-profile", "mc-dropout", "train-prefix",
-                                         "kernels", "compile", "full-ft-lr"])
-    parser.add_argument("rates", nargs="*", type=float, default=[1e-4, 3e-5, 1e-5])
+                                         "kernels", "compile", "full-ft-lr", "peft-methods"])
+    parser.add_argument("rates", nargs="*", type=float, default=None)
     args = parser.parse_args()
     backbone = load_backbone("smollm2-135m", choose_placement(None, None))
     if args.what == "full-ft-lr":
-        full_ft_lr(backbone, args.rates)
+        full_ft_lr(backbone, args.rates or [1e-4, 3e-5, 1e-5])
+    elif args.what == "peft-methods":
+        peft_methods(backbone, args.rates or [1e-3, 1e-2, 3e-2])
     else:
         {"scoring-profile": scoring_profile, "training-profile": training_profile, "mc-dropout": mc_dropout,
          "train-prefix": train_prefix, "kernels": kernels, "compile": compile_scoring}[args.what](backbone)

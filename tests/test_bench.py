@@ -9,7 +9,8 @@ from star_al.data.tasks import load_examples, load_task
 from star_al.engine.training import LoraSettings, attach_fresh_adapter, detach_adapter
 
 KEYS = ("peak_dtype", "bf16_fast", "scoring_fraction_of_peak", "scoring_speedup_vs_naive", "mc_cost_ratio",
-        "training_speedup_vs_plain", "training_fraction_of_peak", "generation_tokens_per_s", "peak_memory_mb")
+        "training_speedup_vs_plain", "training_fraction_of_peak", "generation_tokens_per_s", "peak_memory_mb",
+        "training_step_s_lora", "training_step_s_lora_peft", "training_step_s_dora", "training_step_s_ia3")
 
 
 def test_naive_reference_matches_the_batched_path_with_dropout_off(tiny_backbone, data_root):

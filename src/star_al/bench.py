@@ -4,7 +4,8 @@ Every figure is measured in one process on one machine, side by side: the matmul
 our pool scoring (one deterministic pass and K MC-dropout passes), the naive research
 script way of scoring (one example at a time, fp32, full-vocabulary softmax at every
 answer position in a Python loop, K passes one after the other), our LoRA training step
-against a plain fp32 transformers loop, and greedy generation. Fractions of peak use
+against a plain fp32 transformers loop and against the other adapter methods' steps
+(LoRA on PEFT's forward, DoRA, IA3), and greedy generation. Fractions of peak use
 FLOPs per token = 2 x the non-embedding parameters (+ attention), plus the output head
 only where logits are computed, plus 2 x the LoRA weights; a training token counts twice
 its base forward FLOPs and three times its LoRA ones. The `*_base_only` fractions leave
@@ -24,7 +25,7 @@ import torch
 
 from star_al.data.batching import encode_pair, encode_prompt, length_buckets
 from star_al.models.hardware import cpu_bf16_is_fast
-from star_al.models.adapters import LORA
+from star_al.models.adapters import ADAPTERS, LORA
 from star_al.engine.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
 from star_al.engine.training import (LoraSettings, adamw, adapter_to_base_dtype, answer_loss,
                               answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
@@ -162,12 +163,13 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
     return seconds / steps, int(full.attention_mask.sum())
 
 
-def our_training_step(model, tokenizer, examples, batch_size: int):
-    """Our step: bf16 autocast where fast, LoRA fp32, logits only at the answer positions.
+def our_training_step(model, tokenizer, examples, batch_size: int, method=LORA, fast: bool = True):
+    """Our step: bf16 autocast where fast, the adapter fp32, logits only at the answer positions.
 
-    Returns (the model with a fresh adapter, a callable running one step, tokens per step).
+    Returns (the model with a fresh adapter of `method`, a callable running one step, tokens per step);
+    `fast` False keeps PEFT's own forward (for LoRA: without the fused one).
     """
-    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0)
+    peft_model = method.attach(model, LoraSettings(), seed=0, fast=fast)
     optimizer = adamw(optimizer_groups(peft_model, 0.5), lr=1e-4)
     peft_model.train()
     encoded = [encode_pair(tokenizer, ex.prompt, ex.target) for ex in examples[:batch_size]]
@@ -183,9 +185,10 @@ def our_training_step(model, tokenizer, examples, batch_size: int):
     return peft_model, step, sum(len(e.prompt_ids) + len(e.target_ids) for e in encoded)
 
 
-def our_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
+def our_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int, method=LORA,
+                              fast: bool = True) -> tuple[float, int]:
     """Seconds per step of `our_training_step` (eager attention on CPU, as training runs it), and its tokens."""
-    peft_model, step, tokens = our_training_step(model, tokenizer, examples, batch_size)
+    peft_model, step, tokens = our_training_step(model, tokenizer, examples, batch_size, method, fast)
     with training_attention(peft_model):
         seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(next(model.parameters()).device))
     detach_adapter(peft_model)
@@ -304,6 +307,18 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         f"{100 * figures['training_fraction_of_peak']:.1f}% of peak "
         f"({100 * figures['training_fraction_of_peak_base_only']:.1f}% base only); plain fp32 loop "
         f"{figures['plain_training_tokens_per_s']:.0f} tokens/s; ours/plain {figures['training_speedup_vs_plain']:.2f}x")
+
+    # The adapter methods side by side, the same step: LoRA's fused forward (above), LoRA and
+    # DoRA on PEFT's forward, IA3 (r 64 where a rank applies).
+    variants = {"lora_peft": (ADAPTERS.get("lora"), False), "dora": (ADAPTERS.get("dora"), True),
+                "ia3": (ADAPTERS.get("ia3"), True)}
+    turns = [{name: our_training_step_seconds(backbone.model, tokenizer, examples, train_steps, train_batch,
+                                              method, fast)[0] for name, (method, fast) in variants.items()}
+             for _ in range(repeats)]
+    method_steps = {"lora": ours_step, **{name: min(turn[name] for turn in turns) for name in variants}}
+    figures.update({f"training_step_s_{name}": seconds for name, seconds in method_steps.items()})
+    log("adapter methods, seconds per training step: " + ", ".join(
+        f"{name} {seconds:.3f}" for name, seconds in method_steps.items()))
 
     # Generation: batched greedy decoding with the KV cache and early stop.
     from star_al.engine.scoring import generate_greedy

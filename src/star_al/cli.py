@@ -60,18 +60,21 @@ def add_setting_options(parser, groups=("run", "lora", "train"), exclude=()) -> 
     for group in groups:
         cls, prefix = classes[group]
         for f in fields(cls):
-            flag = f.metadata.get("flag")
-            if not flag or prefix + f.name in exclude:
+            flags = f.metadata.get("flag")
+            if not flags or prefix + f.name in exclude:
                 continue
+            flags = (flags,) if isinstance(flags, str) else tuple(flags)  # the first names it, the rest are aliases
+            flag = flags[0]
             default = f.default if f.default is not MISSING else None
             dest = (prefix + f.name).replace(".", "__")
             text = f.metadata["help"] + (f" (default {','.join(default) if isinstance(default, tuple) else default})"
                                          if default is not None and f.type != "bool" else "")
             if f.type == "bool":
-                parser.add_argument(flag, dest=dest, action="store_const", const=not default, default=None, help=text)
+                parser.add_argument(*flags, dest=dest, action="store_const", const=not default, default=None,
+                                    help=text)
                 continue
             kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
-            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text,
+            parser.add_argument(*flags, dest=dest, type=kind, default=None, help=text,
                                 metavar=flag.lstrip("-").upper().replace("-", "_"), **f.metadata["argparse"])
 
 
@@ -129,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(tr)
     _add_model_options(tr)
     add_setting_options(tr, ("lora", "train"))
+    tr.add_argument("--peft", default="lora", help="the adapter method: lora (default), dora or ia3")
     tr.add_argument("--n-train", type=int, required=True)
     tr.add_argument("--out", required=True, help="output folder (adapter/, predictions.jsonl, summary.json)")
     tr.add_argument("--seed", type=int, default=0)
@@ -394,9 +398,12 @@ def cmd_train(args) -> None:
     from star_al.config import TrainSettings, check_settings
     from star_al.engine.evaluation import evaluate, write_predictions
     from star_al.engine.training import train_adapter
-    from star_al.models.adapters import LORA
+    from star_al.models.adapters import adapter_method
 
     _check_positive(args, "batch_size")
+    method = adapter_method(args.peft)
+    if not method.is_adapter:
+        raise StarError(f"star train trains an adapter; --peft {args.peft} is not one (use star run --finetune full)")
     if args.seed < 0:
         raise StarError(f"--seed must be at least 0, got {args.seed}")
     task, test = _load_task_and_split(args, "test", args.limit)
@@ -411,20 +418,20 @@ def cmd_train(args) -> None:
     out = Path(args.out)
     check_writable_dir(out)
     backbone = _load_backbone(args)
-    LORA.check_targets(backbone.model, lora)
+    method.check_targets(backbone.model, lora)
     summary = {"task": task.name, "model": args.model, "n_train": args.n_train, "seed": args.seed,
-               "lora": asdict(lora), "train": asdict(train)}
+               "peft": method.name, "lora": asdict(lora), "train": asdict(train)}
     if not args.no_baseline:
         _, base_summary = evaluate(backbone.model, backbone.tokenizer, task, test, args.batch_size,
                                    desc="evaluate untuned")
         _print_summary("untuned", base_summary)
         summary["untuned"] = base_summary
-    peft_model = LORA.attach(backbone.model, lora, args.seed)
+    peft_model = method.attach(backbone.model, lora, args.seed)
     started = time.perf_counter()
     result = train_adapter(peft_model, backbone.tokenizer, task, labeled, train, args.seed)
     print(f"trained {result.steps} steps on {args.n_train} examples in {time.perf_counter() - started:.1f}s "
           f"(final loss {result.losses[-1]:.3f})", file=sys.stderr)
-    LORA.save(peft_model, out / "adapter", backbone.hub_id)
+    method.save(peft_model, out / "adapter", backbone.hub_id)
     scores, tuned_summary = evaluate(peft_model, backbone.tokenizer, task, test, args.batch_size,
                                      desc="evaluate tuned")
     write_predictions(scores, out / "predictions.jsonl")
@@ -518,7 +525,7 @@ def _execute_run(config, run_dir, args, backbone=None):
 
 def _default_run_dir(root, config) -> Path:
     task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
-    strategy = config.strategy + ("-full" if config.finetune == "full" else "")
+    strategy = config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
     train = "" if config.train_seed is None else f"-train-{config.train_seed}"
     return Path(root) / task / strategy / f"seed-{config.seed}{train}"
 
@@ -770,6 +777,7 @@ def cmd_export_adapter(args) -> None:
     import shutil
 
     from star_al.al.run_dir import RunDir, write_json_atomic, write_text_atomic
+    from star_al.models.adapters import saved_method
 
     run_dir = RunDir(args.run_dir)
     config = run_dir.read_config()
@@ -788,10 +796,11 @@ def cmd_export_adapter(args) -> None:
     rounds = run_dir.read_rounds()
     last = rounds[-1] if rounds else {}
     accuracy = "-" if last.get("accuracy") is None else f"{100 * last['accuracy']:.2f}%"
+    method = saved_method(source)
     write_text_atomic(out / "README.md", (
-        f"---\nbase_model: {base}\nlibrary_name: peft\ntags: [lora, active-learning, star-al]\n---\n\n"
+        f"---\nbase_model: {base}\nlibrary_name: peft\ntags: [{method.name}, active-learning, star-al]\n---\n\n"
         f"# {config.task} adapter from active learning ({config.strategy})\n\n"
-        f"A LoRA adapter for `{base}`, trained by star-al on {last.get('n_labeled', '?')} labels chosen by "
+        f"A {method.title} adapter for `{base}`, trained by star-al on {last.get('n_labeled', '?')} labels chosen by "
         f"`{config.strategy}` (seed {config.seed}, preset {config.preset}); test accuracy {accuracy}.\n\n"
         f"```python\nfrom peft import AutoPeftModelForCausalLM\n"
         f"model = AutoPeftModelForCausalLM.from_pretrained(\"path/or/repo\")\n```\n"))

@@ -18,8 +18,9 @@ from star_al.errors import StarError
 ALL_LINEAR = "all-linear"
 
 
-def setting(default=None, help: str = "", flag: str | None = None, factory=None, **argparse_options):
-    """A config field declared once: its default, its help text and its command-line flag.
+def setting(default=None, help: str = "", flag: str | tuple[str, ...] | None = None, factory=None,
+            **argparse_options):
+    """A config field declared once: its default, its help text and its command-line flag (or flags).
 
     The CLI generates its options from these (cli.add_setting_options), a YAML config file
     takes the same names, and validation (NUMERIC_RULES) checks them whichever way they came.
@@ -141,8 +142,8 @@ class RunConfig:
     score_batch_size: int = setting(32, "scoring and evaluation batch size", "--score-batch-size")
     lora: LoraSettings = setting(help="the adapter", factory=LoraSettings)
     train: TrainSettings = setting(help="optimisation", factory=TrainSettings)
-    finetune: str = setting("lora", "lora, or full: train every weight (the paper's Figure 1)", "--finetune",
-                            choices=["lora", "full"])
+    finetune: str = setting("lora", "the adapter method (PEFT's): lora (with a fused forward), dora or ia3; or full: "
+                            "train every weight (the paper's Figure 1)", ("--finetune", "--peft"))
     labels: str = setting("gold", "who labels: gold (the data's answers, a simulation) or human (people, through "
                           "`star label`; the train file may lack answers)", "--labels", choices=["gold", "human"])
     evaluate: bool = setting(True, "no labelled test set (with --labels human): rounds report the pool's mean "
@@ -180,8 +181,9 @@ class RunConfig:
             raise StarError(SCHEDULES.unknown(self.lambda_schedule))
         if self.pe_mode not in ("label-free", "gold"):
             raise StarError(f"pe_mode must be 'label-free' or 'gold', got {self.pe_mode!r}")
-        if self.finetune not in ("lora", "full"):
-            raise StarError(f"unknown finetune {self.finetune!r}; choose 'lora' or 'full'")
+        from star_al.models.adapters import adapter_method
+
+        adapter_method(self.finetune)  # a known method, else a one-line refusal
         if self.labels not in ("gold", "human"):
             raise StarError(f"labels must be 'gold' or 'human', got {self.labels!r}")
         if not isinstance(self.evaluate, bool):

@@ -44,7 +44,11 @@ class Run:
 
     @property
     def strategy(self) -> str:
-        return str(self.config["strategy"])
+        """The recipe, with the adapter method where it is not LoRA (me+star-dora), so one report
+        can set methods side by side; full fine-tuning keeps the plain name, which `star figure1`
+        pairs with the LoRA runs'."""
+        method = self.config.get("finetune", "lora")
+        return str(self.config["strategy"]) + ("" if method in ("lora", "full") else f"-{method}")
 
     @property
     def seed(self):

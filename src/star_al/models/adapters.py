@@ -1,9 +1,11 @@
 """Adapter methods: how an adapter is attached to the frozen base, trained, saved and loaded.
 
-The loop, training, scoring and the CLI reach PEFT's LoRA only through a method object
-here, so what is LoRA-specific (its parameter names, the B side that STAR decays, the
-dropout that MC passes switch on, the fast forward) lives in one place. A new PEFT
-method is one class with these operations and one line in ADAPTERS.
+The loop, training, scoring and the CLI reach PEFT only through a method object here,
+so what is method-specific (its PEFT config, its parameter names, the B side that STAR
+decays, the dropout that MC passes switch on, LoRA's fast forward) lives in one place.
+A new PEFT method is one PeftMethod subclass and one line in ADAPTERS; its capabilities
+(`has_dropout`, `decayed`) decide which STAR components a recipe may use with it
+(strategies/registry.py Recipe.check).
 """
 
 from __future__ import annotations
@@ -20,28 +22,36 @@ from star_al.models.fast_lora import use_fast_lora
 from star_al.registry import Registry
 
 
-class LoraMethod:
-    """PEFT's LoRA, with star-al's fused forward and bit-mask dropout (models/fast_lora.py)."""
+class PeftMethod:
+    """What every PEFT adapter method shares; a subclass gives its PEFT config and capabilities."""
 
-    name = "lora"
+    name = ""
+    is_adapter = True                     # a PEFT adapter on the frozen base (full fine-tuning is not)
+    has_dropout = True                    # has dropout that MC passes can switch on
+    decayed: str | None = "lora_B"        # the parameters STAR's L2 decays (a name part); None: nothing to decay
+    parameter_parts: tuple[str, ...] = ("lora_",)  # name parts of the adapter's own parameters
+
+    def peft_config(self, model, lora: LoraSettings):
+        raise NotImplementedError
+
+    def ready(self, peft_model):
+        """The adapter as training and scoring run it (LoRA: the fast forward); PEFT's own by default."""
+        return peft_model
 
     def attach(self, model, lora: LoraSettings, seed: int, fast: bool = True):
         """Wrap the frozen base in a newly initialised adapter (seeded, no carry-over).
 
-        `fast` gives it `use_fast_lora`'s forward and dropout; False keeps PEFT's own (the
-        plain reference the bench compares with).
+        `fast` gives it the method's `ready` forward; False keeps PEFT's own (the plain
+        reference the bench compares with).
         """
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         torch.manual_seed(seed)
-        targets = lora.target_modules
-        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
-                            task_type="CAUSAL_LM")
+        config = self.peft_config(model, lora)
         with warnings.catch_warnings():  # PEFT asks a transformers 5 model a deprecated question
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = get_peft_model(model, config)
-        return use_fast_lora(peft_model) if fast else peft_model
+        return self.ready(peft_model) if fast else peft_model
 
     def check_targets(self, model, lora: LoraSettings) -> None:
         """Refuse target module names the model does not have, before anything is trained or written."""
@@ -76,13 +86,13 @@ class LoraMethod:
             self._drop_injected(base)
             raise StarError(f"adapter {folder} does not load ({type(error).__name__}: "
                             f"{str(error).splitlines()[0][:200]})") from error
-        peft_model = use_fast_lora(peft_model)
+        peft_model = self.ready(peft_model)
         peft_model.eval()
         self.to_base_dtype(peft_model)
         return peft_model
 
     def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None):
-        """Fine-tune the attached adapter; STAR's decay (config.b_decay) acts on the B side."""
+        """Fine-tune the attached adapter; STAR's decay (config.b_decay) acts on the `decayed` side."""
         from dataclasses import replace
 
         from star_al.engine.training import train_adapter
@@ -110,22 +120,39 @@ class LoraMethod:
         Training keeps it (and AdamW's state) in fp32; inference in bf16 loses nothing
         that matters and avoids an fp32 copy of every projection's activations.
         """
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
         dtype = next(model.get_base_model().parameters()).dtype
-        for name, param in model.named_parameters():
-            if self.is_adapter_parameter(name) and param.dtype != dtype:
-                param.data = param.data.to(dtype)
+        for layer in model.modules():
+            if isinstance(layer, BaseTunerLayer):  # its adapter weights are what PEFT itself lists
+                for attribute in layer.adapter_layer_names:
+                    for param in getattr(layer, attribute).parameters():
+                        if param.dtype != dtype:
+                            param.data = param.data.to(dtype)
 
     def is_adapter_parameter(self, name: str) -> bool:
-        return "lora_" in name
+        return any(part in name for part in self.parameter_parts)
 
     def is_decayed(self, name: str) -> bool:
-        """STAR's L2 decay acts on LoRA B only (docs/method.md 3.3)."""
-        return "lora_B" in name
+        """STAR's L2 decay acts on the B side only (docs/method.md 3.3); a method without one decays nothing."""
+        return self.decayed is not None and self.decayed in name
 
     def dropout_modules(self, model) -> list[torch.nn.Module]:
-        """The adapter's dropout modules that MC passes switch on (those with p > 0)."""
-        return [module for name, module in model.named_modules()
-                if "lora_dropout" in name and isinstance(module, torch.nn.Dropout) and module.p > 0]
+        """The modules whose train mode switches the adapter's dropout on in MC passes (those with p > 0).
+
+        For plain LoRA that is each lora_dropout module. A layer with a LoRA variant (DoRA)
+        drops its inputs only while the layer itself is training (PEFT's
+        DoraLinearVariant.forward), so for it the layer is switched, its dropout with it.
+        """
+        modules = []
+        for module in model.modules():
+            dropouts = getattr(module, "lora_dropout", None)
+            if not isinstance(dropouts, torch.nn.ModuleDict):
+                continue
+            for adapter, dropout in dropouts.items():
+                if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
+                    modules.append(module if adapter in getattr(module, "lora_variant", {}) else dropout)
+        return modules
 
     def _drop_injected(self, base) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -138,6 +165,96 @@ class LoraMethod:
             del base.peft_config
 
 
+class LoraMethod(PeftMethod):
+    """LoRA (Hu et al. 2022), with star-al's fused forward and bit-mask dropout (models/fast_lora.py)."""
+
+    name = "lora"
+    title = "LoRA"
+
+    def peft_config(self, model, lora: LoraSettings, **options):
+        from peft import LoraConfig
+
+        targets = lora.target_modules
+        return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets),
+                          task_type="CAUSAL_LM", **options)
+
+    def ready(self, peft_model):
+        return use_fast_lora(peft_model)
+
+
+class DoraMethod(LoraMethod):
+    """DoRA (Liu et al. 2024): LoRA's low-rank direction plus a learned magnitude per output; PEFT's forward.
+
+    The fused LoRA forward does not apply: DoRA rescales W x + s B A x by m / ||W + s B A||
+    per output, a norm over the merged weight that the fused addmm never forms. Its dropout
+    is PEFT's nn.Dropout, switched on in MC passes through the layers (dropout_modules).
+    """
+
+    name = "dora"
+    title = "DoRA"
+
+    def peft_config(self, model, lora: LoraSettings, **options):
+        return super().peft_config(model, lora, use_dora=True, **options)
+
+    def ready(self, peft_model):
+        return peft_model
+
+
+class Ia3Method(PeftMethod):
+    """(IA)^3 (Liu et al. 2022): learned vectors rescale keys, values and the FFN's inner activations.
+
+    Rank, alpha and dropout do not apply: it has no low-rank matrices (so no B for
+    STAR's L2 decay) and no dropout (so no MC passes). With the default target
+    (all-linear) it scales what the paper scales, PEFT's modules for the architecture
+    (k_proj, v_proj and down_proj's input for Llama); named targets are scaled on their
+    output, or on their input where PEFT lists them as feed-forward (down_proj).
+    """
+
+    name = "ia3"
+    title = "(IA)³"
+    has_dropout = False
+    decayed = None
+    parameter_parts = ("ia3_",)
+
+    def ready(self, peft_model):
+        """IA3 layers lack the `cast_input_dtype_enabled` flag that training's bf16 autocast
+        turns off through peft.helpers.disable_input_dtype_casting; they never cast their
+        inputs, so the flag is given to them, set as in every other PEFT layer."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in peft_model.modules():
+            if isinstance(module, BaseTunerLayer) and not hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = True
+        return peft_model
+
+    def peft_config(self, model, lora: LoraSettings):
+        from peft import IA3Config
+
+        targets, feedforward = self._modules(model, lora)
+        return IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type="CAUSAL_LM")
+
+    def check_targets(self, model, lora: LoraSettings) -> None:
+        super().check_targets(model, lora)
+        self._modules(model, lora)
+
+    @staticmethod
+    def _modules(model, lora: LoraSettings):
+        """(target modules, feed-forward modules) for IA3Config on this model."""
+        from peft.utils.constants import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+                                          TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS)
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        feedforward = FEEDFORWARD.get(model_type) or []
+        if tuple(lora.target_modules) != (ALL_LINEAR,):
+            targets = list(lora.target_modules)
+            return targets, [t for t in targets if isinstance(feedforward, list) and t in feedforward]
+        if model_type not in TARGETS:
+            raise StarError(f"ia3 knows no default modules for model type {model_type!r}; name them with "
+                            "--target-modules (e.g. k_proj,v_proj,down_proj)")
+        return TARGETS[model_type], feedforward
+
+
 class FullFineTuning:
     """Every weight trained, on an fp32 copy of the frozen base (the paper's Figure 1 contrast).
 
@@ -147,6 +264,9 @@ class FullFineTuning:
     """
 
     name = "full"
+    is_adapter = False
+    has_dropout = False
+    decayed = None
 
     def attach(self, model, lora, seed: int, fast: bool = True):
         from star_al.engine.training import full_copy
@@ -172,12 +292,49 @@ class FullFineTuning:
         raise StarError("full fine-tuning keeps no weights between rounds")
 
 
-ADAPTERS: Registry[LoraMethod] = Registry("adapter method")
+ADAPTERS: Registry[PeftMethod] = Registry("adapter method")
 LORA = ADAPTERS.add("lora", LoraMethod())
+ADAPTERS.add("dora", DoraMethod())
+ADAPTERS.add("ia3", Ia3Method())
 ADAPTERS.add("full", FullFineTuning())
+
+# Named by users who expect them, and refused with the reason.
+NOT_OFFERED = {name: f"{name} tuning is not offered: scoring and training feed left-padded batches with their "
+                     "own position ids and reuse one KV cache of the prompts' shared opening (engine/scoring.py), "
+                     "which PEFT's prompt-learning forward drops or replaces; choose one of " + ", ".join(ADAPTERS)
+               for name in ("prefix", "prompt", "p_tuning")}
+
+
+def adapter_method(name: str):
+    """The method registered under `name` (a run's `finetune` setting), or a one-line StarError."""
+    if name in NOT_OFFERED:
+        raise StarError(NOT_OFFERED[name])
+    return ADAPTERS.get(name)
+
+
+def saved_method(folder: str | Path) -> PeftMethod:
+    """The method a saved adapter was trained with, read from its adapter_config.json.
+
+    Anything but IA3 and DoRA loads as LoRA: LoRA's fast forward changes only plain
+    LoRA layers, so another PEFT type keeps PEFT's own.
+    """
+    try:
+        config = json.loads((Path(folder) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return LORA  # the load itself then says what is wrong
+    if not isinstance(config, dict):
+        return LORA
+    if config.get("peft_type") == "IA3":
+        return ADAPTERS.get("ia3")
+    return ADAPTERS.get("dora") if config.get("use_dora") else LORA
+
+
+def load_adapter(base, folder: str | Path):
+    """A saved adapter of any method on the base, ready for inference (`star eval --adapter`)."""
+    return saved_method(folder).load(base, folder)
+
 
 attach_fresh_adapter = LORA.attach
 check_target_modules = LORA.check_targets
-detach_adapter = LORA.detach
-load_adapter = LORA.load
-adapter_to_base_dtype = LORA.to_base_dtype
+detach_adapter = LORA.detach  # any method's: PEFT's unload
+adapter_to_base_dtype = LORA.to_base_dtype  # any method's: every tuner layer's adapter weights

@@ -34,9 +34,9 @@ class Component:
 
     help: str
     wrap: Callable[[ScoredStrategy, object], ScoredStrategy] | None = None
-    decays: bool = False          # training decays the adapter's B side (L2 on B)
+    decays: bool = False          # training decays the adapter's B side (L2 on B): a method with one
     needs_adapter: bool = False   # only meaningful with a PEFT adapter, refused with --finetune full
-    needs_dropout: bool = False   # needs the adapter's dropout above 0
+    needs_dropout: bool = False   # needs a method with dropout, and that dropout above 0
 
 
 STRATEGIES: Registry[StrategyEntry] = Registry("strategy")
@@ -102,12 +102,21 @@ class Recipe:
         return any(COMPONENTS.get(c).decays for c in self.components)
 
     def check(self, config) -> None:
-        """Refuse combinations the run's settings cannot carry out."""
+        """Refuse combinations the run's settings cannot carry out, the adapter method's included."""
+        from star_al.models.adapters import adapter_method
+
+        method = adapter_method(config.finetune)
         for name in self.components:
             component = COMPONENTS.get(name)
-            if component.needs_adapter and config.finetune == "full":
+            if component.needs_adapter and not method.is_adapter:
                 raise StarError(f"strategy {self.name!r} needs a LoRA adapter ({name}); "
                                 "with --finetune full use random, me, pe or +dynamic")
+            if component.decays and method.decayed is None:
+                raise StarError(f"{name} in strategy {self.name!r} decays the adapter's B matrix, which "
+                                f"{method.name} does not have; leave {name} out (e.g. me+dynamic)")
+            if component.needs_dropout and not method.has_dropout:
+                raise StarError(f"{name} in strategy {self.name!r} needs the adapter's dropout, which "
+                                f"{method.name} does not have; leave {name} out (e.g. me+dynamic)")
             if component.needs_dropout and config.lora.dropout <= 0:
                 raise StarError(f"{name} in strategy {self.name!r} needs lora dropout > 0")
 
