@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,53 @@ def test_two_processes_select_score_and_train_as_one(launcher, tiny_model_dir, s
     assert alone_weights.keys() == launched_weights.keys()
     for name, weight in alone_weights.items():
         torch.testing.assert_close(launched_weights[name], weight, rtol=0, atol=1e-6, msg=name)  # measured 9e-8
+
+    if launcher == "torchrun":  # a resume under a launcher ends where the uninterrupted run did
+        rounds_file = launched / "rounds.jsonl"
+        rounds_file.write_text("".join(rounds_file.read_text().splitlines(True)[:3]))
+        shutil.rmtree(launched / "adapter")  # killed before round 2's adapter was saved: trained again
+        resumed = subprocess.run([*LAUNCHERS[launcher], "-m", "star_al.cli", "resume", str(launched),
+                                  "--device", "cpu", "--dtype", "float32", "--cache-dir", str(tmp_path / "cache-launched")],
+                                 env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        again = _lines(rounds_file)
+        assert [r["selected_ids"] for r in again] == [r["selected_ids"] for r in ours]
+        assert len(_lines(launched / "labels.jsonl")) == 16
+        for name, weight in alone_weights.items():
+            torch.testing.assert_close(_adapter(launched)[name], weight, rtol=0, atol=1e-6, msg=name)
+
+
+def test_report_to_tensorboard_logs_every_training_step(tiny_model_dir, sst2_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main([*_run_args(tiny_model_dir, sst2_folder, out, tmp_path / "cache"), "--report-to", "tensorboard"]) == 0
+    rounds = _lines(out / "rounds.jsonl")
+    events = EventAccumulator(str(next((out / "trackers").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert len(losses) == sum(r["train_steps"] for r in rounds)
+    assert [e.step for e in losses] == list(range(len(losses)))
+    # rounds.jsonl keeps each round's loss summary, the tracker every step of it.
+    last = rounds[-1]["train_loss"]
+    assert losses[-1].value == pytest.approx(last["last"], rel=1e-6)
+    assert last["min"] <= last["mean"] <= max(last["first"], last["last"], last["mean"])
+    assert len(events.Scalars("round/accuracy")) == len(rounds)
+
+
+def test_missing_tracker_package_and_quantization_on_cpu_are_refused_in_one_line(tiny_model_dir, sst2_folder,
+                                                                               tmp_path, capsys):
+    import importlib.util
+
+    args = _run_args(tiny_model_dir, sst2_folder, tmp_path / "run", tmp_path / "cache")
+    if importlib.util.find_spec("wandb") is None:
+        assert main([*args, "--report-to", "wandb"]) == 1
+        assert "needs the wandb package" in capsys.readouterr().err
+    assert main([*args, "--report-to", "nonsense"]) == 1
+    assert "unknown --report-to" in capsys.readouterr().err
+    assert main([*args, "--load-in-4bit"]) == 1
+    error = capsys.readouterr().err
+    assert [line for line in error.splitlines() if line.startswith("star: error:")] == [
+        "star: error: --load-in-4bit needs a CUDA GPU (bitsandbytes); this run is on cpu"]
+    assert not (tmp_path / "run").exists()
