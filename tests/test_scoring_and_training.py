@@ -350,7 +350,12 @@ def test_gradient_checkpointing_gives_the_same_losses_and_adapter(tiny_backbone_
                                 execution=Execution(gradient_checkpointing=checkpointing))
         results[checkpointing] = trained.losses, {n: p.detach().clone() for n, p in peft_model.named_parameters()
                                                   if "lora_" in n}
-        assert not backbone.model.is_gradient_checkpointing  # switched off again after training
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in backbone.model.modules())  # off again
+    from star_al.engine.training import gradient_checkpointing
+
+    peft_model = attach_fresh_adapter(tiny_backbone_factory(0).model, LoraSettings(rank=4, alpha=8), 0)
+    with gradient_checkpointing(peft_model, True):  # it does switch the layers to recomputing
+        assert any(getattr(m, "gradient_checkpointing", False) for m in peft_model.modules())
     (plain_losses, plain), (checkpointed_losses, checkpointed) = results[False], results[True]
     assert len(plain_losses) == 6
     np.testing.assert_allclose(checkpointed_losses, plain_losses, rtol=1e-5)

@@ -888,12 +888,18 @@ COMMANDS = {"list": cmd_list, "export-adapter": cmd_export_adapter, "push-adapte
             "sweep": cmd_sweep, "report": cmd_report}
 
 
+LAUNCHABLE = ("run", "resume", "sweep")  # the commands that share their work among launched processes
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         from star_al.log import configure
 
         configure(1 if args.verbose else -1 if args.quiet else 0)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in LAUNCHABLE:
+            raise StarError(f"star {args.command} runs in one process; under a launcher (accelerate launch, "
+                            f"torchrun) run {', '.join(LAUNCHABLE)}")
         COMMANDS[args.command](args)
     except AwaitingLabels as waiting:  # a clean stop: the batch is out with people
         print(str(waiting))

@@ -173,11 +173,13 @@ def gradient_checkpointing(model, enabled: bool):
         from star_al.errors import StarError
 
         raise StarError(f"{type(base).__name__} does not support --gradient-checkpointing")
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5.2x names it activation checkpointing; earlier versions gradient checkpointing.
+    kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"
+    getattr(base, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
     try:
         yield
     finally:
-        base.gradient_checkpointing_disable()
+        getattr(base, f"{kind}_checkpointing_disable")()
 
 
 def _train(model, optimizer, autocast, tokenizer, task, examples, settings: TrainSettings, seed: int,
