@@ -899,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         configure(1 if args.verbose else -1 if args.quiet else 0)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in LAUNCHABLE:
             raise StarError(f"star {args.command} runs in one process; under a launcher (accelerate launch, "
-                            f"torchrun) run {', '.join(LAUNCHABLE)}")
+                            "torchrun) use star run, resume or sweep")
         COMMANDS[args.command](args)
     except AwaitingLabels as waiting:  # a clean stop: the batch is out with people
         print(str(waiting))
