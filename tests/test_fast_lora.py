@@ -126,3 +126,33 @@ def test_fast_forward_gives_pefts_loss_and_gradients_under_dropout(tiny_backbone
     for fast_grad, plain_grad in zip(fast_grads, plain_grads):
         assert plain_grad.norm() > 0
         assert (fast_grad - plain_grad).norm() <= tolerance * plain_grad.norm()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_process_holding_some_rows_of_a_batch_gets_those_rows_of_the_whole_batchs_mask(dtype):
+    """Data-parallel training: rows start.. of the mask drawn for the whole batch, as one process draws it."""
+    whole = torch.randn(5, 3, 7).to(dtype)
+    torch.manual_seed(11)
+    full, kept = keep_bits(whole, 0.3)
+    for start, stop in ((0, 3), (3, 5), (4, 5)):
+        torch.manual_seed(11)
+        part, part_kept = keep_bits(whole[start:stop], 0.3, rows=(start, 5))
+        assert part_kept == kept
+        assert torch.equal(part, full[start:stop])
+
+
+def test_skipping_a_forwards_mask_draws_leaves_the_generator_where_the_forward_would(tiny_backbone):
+    """A process that leaves a batch to another steps past exactly the seeds that batch's forward takes."""
+    from star_al.models.fast_lora import mask_draws_per_forward, skip_mask_draws
+
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with lora_dropout_active(peft_model), torch.no_grad():
+        assert mask_draws_per_forward(peft_model) == 14  # 2 layers x 7 projections
+        torch.manual_seed(3)
+        peft_model(input_ids=ids)
+        after_forward = torch.get_rng_state()
+        torch.manual_seed(3)
+        skip_mask_draws(mask_draws_per_forward(peft_model))
+        assert torch.equal(torch.get_rng_state(), after_forward)
+    assert mask_draws_per_forward(peft_model) == 0  # dropout off: no draws

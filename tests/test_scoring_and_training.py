@@ -334,3 +334,30 @@ def test_adamw_is_fused_on_cpu_and_makes_the_plain_adamw_update():
     for weight, twin, start in zip(weights, twins, starts):
         assert not torch.equal(weight, start)
         torch.testing.assert_close(weight, twin, rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_adapter(tiny_backbone_factory, sst2):
+    """Recomputed activations draw the same dropout masks (the generator state is restored)."""
+    from star_al.engine.distributed import Execution
+
+    task, examples = sst2
+    results = {}
+    for checkpointing in (False, True):
+        backbone = tiny_backbone_factory(0)
+        peft_model = attach_fresh_adapter(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
+        trained = train_adapter(peft_model, backbone.tokenizer, task, examples[:12],
+                                TrainSettings(epochs=2, batch_size=4, learning_rate=1e-2), 0, desc=None,
+                                execution=Execution(gradient_checkpointing=checkpointing))
+        results[checkpointing] = trained.losses, {n: p.detach().clone() for n, p in peft_model.named_parameters()
+                                                  if "lora_" in n}
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in backbone.model.modules())  # off again
+    from star_al.engine.training import gradient_checkpointing
+
+    peft_model = attach_fresh_adapter(tiny_backbone_factory(0).model, LoraSettings(rank=4, alpha=8), 0)
+    with gradient_checkpointing(peft_model, True):  # it does switch the layers to recomputing
+        assert any(getattr(m, "gradient_checkpointing", False) for m in peft_model.modules())
+    (plain_losses, plain), (checkpointed_losses, checkpointed) = results[False], results[True]
+    assert len(plain_losses) == 6
+    np.testing.assert_allclose(checkpointed_losses, plain_losses, rtol=1e-5)
+    for name, weight in plain.items():
+        torch.testing.assert_close(checkpointed[name], weight, rtol=1e-4, atol=1e-6)

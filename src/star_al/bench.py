@@ -332,8 +332,11 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
                     "generation_tokens_per_s": new_tokens / gen_time,
                     "device": device, "device_name": _device_name(device),
                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # one GPU's figures: a data-parallel launch of N runs about N times the tokens/s
         figures["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        log(f"per GPU ({figures['device_name']}): training {figures['training_tokens_per_s']:.0f} tokens/s, "
+            f"scoring {figures['scoring_tokens_per_s']:.0f} tokens/s, peak GPU memory "
+            f"{figures['peak_gpu_memory_mb']:.0f} MB (torch.cuda.max_memory_allocated)")
     log(f"generation ({gen_task.name}, {len(prompts)} prompts, cap {max_new_tokens}): "
         f"{figures['generation_tokens_per_s']:.0f} new tokens/s; peak memory {figures['peak_memory_mb']:.0f} MB")
     return figures

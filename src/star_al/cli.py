@@ -46,6 +46,20 @@ def _add_device_options(parser):
     parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bf16 where fast)")
     parser.add_argument("--cache-dir", default=None, help="where de-quantized models are kept "
                         "(default: $STAR_CACHE or ~/.cache/star-al)")
+    bits = parser.add_mutually_exclusive_group()
+    bits.add_argument("--load-in-4bit", dest="quantization", action="store_const", const="4bit",
+                      help="QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, CUDA only)")
+    bits.add_argument("--load-in-8bit", dest="quantization", action="store_const", const="8bit",
+                      help="the frozen base in 8-bit (bitsandbytes, CUDA only)")
+
+
+def _add_scale_options(parser):
+    """How a run executes; none of these changes what it selects (to float rounding)."""
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute activations in the backward pass: less memory, about a third more compute")
+    parser.add_argument("--report-to", default=None, metavar="TRACKER",
+                        help="also log training losses and round results to tensorboard, wandb, mlflow or trackio "
+                             "(accelerate's trackers; files under RUN/trackers)")
 
 
 def add_setting_options(parser, groups=("run", "lora", "train"), exclude=()) -> None:
@@ -143,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn = commands.add_parser("run", help="run one active-learning curve (resumes if --out holds this run)")
     _add_data_options(rn)
     _add_device_options(rn)
+    _add_scale_options(rn)
     _add_run_options(rn)
     rn.add_argument("--out", default=None, help="run directory (default: runs/TASK/STRATEGY/seed-N)")
 
@@ -151,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--partial", action="store_true",
                     help="train on the labels people gave so far; the rest of the batch stays queued")
     _add_model_options(rs)
+    _add_scale_options(rs)
     rs.add_argument("--data-root", default=None)
     rs.add_argument("--data", default=None)
 
@@ -161,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs", help="root folder of the run directories")
     sw.add_argument("--data-root", default=None)
     _add_device_options(sw)
+    _add_scale_options(sw)
     _add_run_options(sw, exclude=("task", "strategy", "seed"))
 
     rp = commands.add_parser("report", help="AUC/RIPL table, learning curves and CSV over run directories")
@@ -282,14 +299,36 @@ def _first(examples, limit):
     return examples[:limit]
 
 
+def _processes(args):
+    """The launch this command runs in (accelerate launch, torchrun, or alone), made once per command.
+
+    The main process speaks for all: the others keep to warnings, without progress bars.
+    """
+    from star_al.engine.distributed import Processes
+    from star_al.log import configure
+
+    if getattr(args, "processes", None) is None:
+        args.processes = Processes.from_environment(os.environ, getattr(args, "device", None))
+        if not args.processes.is_main:
+            configure(-1)
+    return args.processes
+
+
 def _load_backbone(args, model: str | None = None):
-    from star_al.models.backbones import load_backbone
+    from dataclasses import replace as dc_replace
+
+    from star_al.models.backbones import default_cache_root, load_backbone, resolve_model_dir
     from star_al.models.hardware import choose_placement
 
     model = model or args.model
-    placement = choose_placement(args.device, args.dtype)
+    processes = _processes(args)
+    # One decision for every process (bf16 speed is measured), each on its own GPU.
+    placement = processes.on_main(choose_placement, args.device, args.dtype)
+    if processes.device is not None:
+        placement = dc_replace(placement, device=processes.device)
     cache = Path(args.cache_dir) if args.cache_dir else None
-    backbone = load_backbone(model, placement, cache)
+    processes.on_main(resolve_model_dir, model, cache or default_cache_root())  # de-quantized by main alone
+    backbone = load_backbone(model, placement, cache, getattr(args, "quantization", None))
     log.info(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
              f"({placement.reason})")
     return backbone
@@ -505,8 +544,16 @@ def _execute_run(config, run_dir, args, backbone=None):
     from star_al.al.run_dir import RunDir
     from star_al.al.streams import choose_pool
 
+    from star_al.engine.distributed import Execution
+
     task, pool, test = _run_data(config, args)
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
+    processes = _processes(args)
+    tracker = None
+    if getattr(args, "report_to", None):
+        from star_al.trackers import Tracker
+
+        tracker = Tracker(args.report_to, on_cpu=args.device == "cpu" or not _cuda_available())
     backbone = backbone or _load_backbone(args, config.model)
     cache = _cache_root(args)
     run_dir = RunDir(run_dir)
@@ -517,8 +564,9 @@ def _execute_run(config, run_dir, args, backbone=None):
 
         studio = LabelStudioProject.for_run(run_dir, getattr(args, "label_studio", None))
         oracle = HumanOracle(run_dir, task, studio)
+    execution = Execution(processes, getattr(args, "gradient_checkpointing", False))
     run = ActiveLearningRun(config, task, pool, test, backbone, run_dir, oracle=oracle, cache_root=cache,
-                            partial=getattr(args, "partial", False))
+                            partial=getattr(args, "partial", False), execution=execution, tracker=tracker)
     rounds = run.run()
     return backbone, rounds
 
@@ -535,7 +583,14 @@ def cmd_run(args) -> None:
     run_dir = Path(args.out) if args.out else _default_run_dir("runs", config)
     log.info(f"run directory: {run_dir}")
     _, rounds = _execute_run(config, run_dir, args)
-    _print_curve(rounds)
+    if _processes(args).is_main:
+        _print_curve(rounds)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _print_curve(rounds) -> None:
@@ -562,7 +617,8 @@ def cmd_resume(args) -> None:
         raise StarError(f"{args.run_dir} was run with --model {config.model}, not {args.model}")
     args.model = config.model
     _, rounds = _execute_run(config, Path(args.run_dir), args)
-    _print_curve(rounds)
+    if _processes(args).is_main:
+        _print_curve(rounds)
 
 
 def _split_list(text: str, what: str) -> list[str]:
@@ -598,8 +654,9 @@ def cmd_sweep(args) -> None:
         log.info(f"{label}: done, {len(rounds)} points{estimate}")
     from star_al.analysis.report import write_report
 
-    print(write_report([str(d) for d in run_dirs], Path(args.out)))
-    print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
+    if _processes(args).is_main:
+        print(write_report([str(d) for d in run_dirs], Path(args.out)))
+        print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
 
 
 def cmd_report(args) -> None:
@@ -850,12 +907,18 @@ COMMANDS = {"list": cmd_list, "export-adapter": cmd_export_adapter, "push-adapte
             "sweep": cmd_sweep, "report": cmd_report}
 
 
+LAUNCHABLE = ("run", "resume", "sweep")  # the commands that share their work among launched processes
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         from star_al.log import configure
 
         configure(1 if args.verbose else -1 if args.quiet else 0)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in LAUNCHABLE:
+            raise StarError(f"star {args.command} runs in one process; under a launcher (accelerate launch, "
+                            "torchrun) use star run, resume or sweep")
         COMMANDS[args.command](args)
     except AwaitingLabels as waiting:  # a clean stop: the batch is out with people
         print(str(waiting))

@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from star_al.al.run_dir import RunDir, load_npz, write_json_atomic, write_npz_atomic
 from star_al.data.tasks import fingerprint
+from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.scoring import run_scoring_options, score_examples
 from star_al.errors import StarError
 from star_al.log import log
@@ -57,45 +58,52 @@ def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] 
 
 
 def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: RunDir,
-                     cache_root: Path | None, dtype=None) -> dict[str, np.ndarray]:
+                     cache_root: Path | None, dtype=None, processes: Processes = SINGLE) -> dict[str, np.ndarray]:
     """The frozen base model's ME/PE over the whole pool: computed once, then read from disk.
 
     The shared cache (one entry per model, dtype and pool content) is filled atomically
     under a lock, so two runs starting at once compute it once and a kill mid-fill
     leaves no half entry; an entry that fails its check is dropped and recomputed.
+    Under a launcher the main process reads and writes, and every process scores its share.
     """
-    arrays = read_base_scores(run_dir.base_scores_path, pool_ids)
+    arrays = processes.on_main(read_base_scores, run_dir.base_scores_path, pool_ids)
     if arrays is not None:
         return arrays
-    arrays, source = _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype)
+    arrays, source = _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype,
+                                         processes)
+    processes.on_main(_write_run_copy, run_dir, arrays, source, dtype)
+    return arrays
+
+
+def _write_run_copy(run_dir: RunDir, arrays: dict, source: str, dtype) -> None:
     write_npz_atomic(run_dir.base_scores_path, **arrays)
     # A small record that travels with the run (committed with config.json and rounds.jsonl):
     # a run whose "base" scores came from a tuned model shows it here (mean ME near 0).
     write_json_atomic(run_dir.path / "base_scores.json", {
         "source": source, "n": int(len(arrays["ids"])), "dtype": str(dtype),
         **{f"{key}_{stat}": float(getattr(np, stat)(arrays[key])) for key in ("me", "pe") for stat in ("mean", "std")}})
-    return arrays
 
 
-def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype):
+def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype, processes=SINGLE):
     pool_examples = [by_id[int(i)] for i in pool_ids]
     shared = None
     if cache_root is not None:
         shared = cache_root / "base-scores" / f"{base_cache_key(config, pool_examples, dtype)}.npz"
-        shared.parent.mkdir(parents=True, exist_ok=True)
-    with (FileLock(f"{shared}.lock") if shared is not None else contextlib.nullcontext()):
-        arrays = read_base_scores(shared, pool_ids) if shared is not None else None
+        processes.on_main(shared.parent.mkdir, parents=True, exist_ok=True)
+    lock = (lambda: FileLock(f"{shared}.lock")) if shared is not None else contextlib.nullcontext
+    with processes.main_holds(lock):
+        arrays = processes.on_main(read_base_scores, shared, pool_ids) if shared is not None else None
         source = "shared cache" if arrays is not None else "computed"
         if arrays is None:
             answered = all(ex.gold is not None for ex in pool_examples)
             scores = score_examples(model, tokenizer, task, pool_examples,
-                                    run_scoring_options(config, gold_pe=answered),
+                                    run_scoring_options(config, gold_pe=answered, processes=processes),
                                     desc="score pool (base model)")
             arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0]}
             if scores.pe_gold is not None:
                 arrays["pe_gold"] = scores.pe_gold[0]
             if shared is not None:
-                write_npz_atomic(shared, **arrays)
+                processes.on_main(write_npz_atomic, shared, **arrays)
     return arrays, source
 
 

@@ -8,6 +8,10 @@ fires. Each round ends with one atomic line in rounds.jsonl; all randomness is d
 from (seed, round), so a killed run resumed from its directory makes exactly the
 selections of an uninterrupted one. What is strategy-, measure- or method-specific
 lives behind the strategy, the oracle and the adapter method.
+
+Under a launcher (accelerate launch, torchrun) every process runs this same loop: model
+work is shared out (engine.distributed), and every write to the run directory, the
+oracle and the tracker happen on the main process, whose result every process takes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
 from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for, warm_start
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
+from star_al.engine.distributed import Execution
 from star_al.engine.evaluation import evaluate, write_predictions
 from star_al.engine.scoring import run_scoring_options, score_examples
 from star_al.errors import StarError
@@ -37,6 +42,7 @@ from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through
 from star_al.models.adapters import ADAPTERS
 from star_al.stopping import AnyOf, cohen_kappa, needs_monitor, parse_stop, run_limits
 from star_al.strategies.base import Needs, Query, ScoreView
+from star_al.trackers import loss_summary
 
 
 def _log(message: str) -> None:
@@ -47,12 +53,15 @@ class ActiveLearningRun:
     """One run: a config, its data, a backbone, an oracle and a run directory."""
 
     def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
-                 oracle: Oracle | None = None, cache_root: Path | None = None, partial: bool = False):
+                 oracle: Oracle | None = None, cache_root: Path | None = None, partial: bool = False,
+                 execution: Execution = Execution(), tracker=None):
         # The data is part of the run's identity: resuming on edited or other data is refused.
         self.config = config = replace(config, data_hash=fingerprint(pool, test))
         self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
         self.oracle = oracle or GoldOracle()
         self.cache_root, self.partial = cache_root, partial
+        self.execution, self.processes = execution, execution.processes
+        self.tracker = tracker  # a trackers.Tracker (--report-to), or None
         self.by_id = {ex.id: ex for ex in pool}
         self.strategy = config.recipe.build(config)
         self.stop = run_limits(config)
@@ -68,18 +77,26 @@ class ActiveLearningRun:
 
     # -- the loop: Algorithm 1 -------------------------------------------------------------
     def run(self) -> list[dict]:
-        with self.run_dir.locked(), run_log(self.run_dir.path):
-            return self._run()
+        main_holds = self.processes.main_holds
+        with main_holds(self.run_dir.locked), main_holds(lambda: run_log(self.run_dir.path)):
+            try:
+                return self._run()
+            finally:
+                if self.tracker is not None:
+                    self.tracker.end()
 
     def _run(self) -> list[dict]:
-        self.run_dir.claim(self.config)
+        self.processes.on_main(self.run_dir.claim, self.config)
+        if self.tracker is not None:
+            self.tracker.start(self.run_dir.path, self.config.to_dict())
         rounds = self.run_dir.read_rounds()
         self._check_state(rounds)
         finished = self.stop.should_stop(rounds) is not None
         base = None
         if self.strategy.needs.any and not finished:
             base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
-                                    self.pool_ids, self.run_dir, self.cache_root, self.backbone.placement.dtype)
+                                    self.pool_ids, self.run_dir, self.cache_root, self.backbone.placement.dtype,
+                                    self.processes)
         try:
             if rounds and not finished:
                 self._restore_model(rounds)
@@ -116,21 +133,35 @@ class ActiveLearningRun:
         summary = self._measure(round_index, rounds)
         timings["eval"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
-        self._save_adapter(round_index)
+        self.processes.on_main(self._save_adapter, round_index)
         scores = query.scores and [s for i, s in zip(query.ids, query.scores) if i in answered]
         record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": selected,
                   "selected_scores": scores, "lambda": query.info.get("lambda"), **summary,
-                  "train_steps": train_result.steps, "timings": timings}
+                  "train_steps": train_result.steps, "train_loss": loss_summary(train_result.losses),
+                  "timings": timings}
         queued = [i for i in query.ids if i not in answered]
         if queued:  # a partly labeled batch (--partial): the rest stays queued for the next round
             record["queued_ids"] = queued
+        # The main process's record (its timings) is the round's, for every process.
+        return self.processes.on_main(self._commit_round, record, rounds, train_result.losses)
+
+    def _commit_round(self, record: dict, rounds: list[dict], losses: list[float]) -> dict:
+        """Mark an early stop, append the round, promote its adapter, and report it to the tracker."""
         reason = self.early_stop.should_stop(rounds + [record])
         if reason is not None:
             record["stopped"] = reason
-            _log(f"stopped after round {round_index}: {reason}")
+            _log(f"stopped after round {record['round']}: {reason}")
         self.run_dir.append_round(record)
         self.run_dir.clear_pending()
         self._promote_adapter()
+        if self.tracker is not None:
+            first_step = sum(r.get("train_steps", 0) for r in rounds)
+            for step, loss in enumerate(losses, first_step):
+                self.tracker.log({"train/loss": loss}, step=step)
+            measured = {key: record.get(key) for key in ("accuracy", "ece", "brier", "pool_uncertainty", "lambda")}
+            self.tracker.log({"round/n_labeled": record["n_labeled"], "round/index": record["round"],
+                              **{f"round/{k}": v for k, v in measured.items() if isinstance(v, (int, float))}},
+                             step=first_step + len(losses))
         return record
 
     # -- query ------------------------------------------------------------------------------
@@ -143,7 +174,8 @@ class ActiveLearningRun:
             return Query(pending["ids"], pending["scores"], info={"lambda": pending.get("lambda")})
         if round_index == 0:
             query = Query(warm_start(self.config, self.pool_ids), None)
-            self.run_dir.write_pending({"round": 0, "ids": query.ids, "scores": None, "lambda": None})
+            self.processes.on_main(self.run_dir.write_pending, {"round": 0, "ids": query.ids, "scores": None,
+                                                                "lambda": None})
             return query
         taken = set(labeled_ids) | set(queued)
         unlabeled = np.array([i for i in self.pool_ids if i not in taken])
@@ -154,18 +186,19 @@ class ActiveLearningRun:
         query = self.strategy.select(view, self.config.query_size, rng_for(seed, QUERY_STREAM, round_index))
         if view.scored is not None:
             timings["score"] = time.perf_counter() - tick
-            self._save_scores(round_index, view, query, base)
+            self.processes.on_main(self._save_scores, round_index, view, query, base)
         if queued:
             query = Query(queued + query.ids, query.scores and [None] * len(queued) + query.scores,
                           query.candidate_scores, query.info)
-        self.run_dir.write_pending({"round": round_index, "ids": query.ids, "scores": query.scores,
-                                    "lambda": query.info.get("lambda")})
+        self.processes.on_main(self.run_dir.write_pending, {"round": round_index, "ids": query.ids,
+                                                            "scores": query.scores, "lambda": query.info.get("lambda")})
         return query
 
     def _score_pool(self, round_index: int, ids: np.ndarray, needs: Needs) -> dict[str, np.ndarray]:
         """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
         config = self.config
-        options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned)
+        options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned,
+                                      processes=self.processes)
         torch.manual_seed(config.seed * 1000 + 500 + round_index)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
                                 options, desc=f"round {round_index}: score pool")
@@ -212,12 +245,15 @@ class ActiveLearningRun:
         missing = [i for i in query.ids if i not in have]
         if missing and not (self.partial and len(missing) < len(query.ids)):
             batch = self._batch(query, missing, round_index)
-            labels = self.oracle.label(batch)
-            if sorted(label.id for label in labels) != sorted(missing):
-                raise StarError(f"the {self.oracle.source} oracle answered for other ids than were asked")
-            self.ledger.append(labels, round_index, self.oracle.source)
+            self.processes.on_main(self._ask_oracle, batch, missing, round_index)
             have = self.ledger.labels()
         return {i for i in query.ids if i in have}
+
+    def _ask_oracle(self, batch: Batch, missing: list[int], round_index: int) -> None:
+        labels = self.oracle.label(batch)
+        if sorted(label.id for label in labels) != sorted(missing):
+            raise StarError(f"the {self.oracle.source} oracle answered for other ids than were asked")
+        self.ledger.append(labels, round_index, self.oracle.source)
 
     def _batch(self, query: Query, ids: list[int], round_index: int) -> Batch:
         """The batch for the oracle; people also see the current model's answer and uncertainty."""
@@ -226,7 +262,7 @@ class ActiveLearningRun:
             return Batch(round_index, examples)
         position = {i: n for n, i in enumerate(query.ids)}
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, examples,
-                                run_scoring_options(self.config),
+                                run_scoring_options(self.config, processes=self.processes),
                                 desc=f"round {round_index}: the model's answers")
         return Batch(round_index, examples, [query.scores[position[i]] for i in ids] if query.scores else None,
                      list(scores.predictions), [float(u) for u in scores.me[0]])
@@ -247,21 +283,23 @@ class ActiveLearningRun:
         result = {}
         if config.evaluate:
             scores, summary = evaluate(self.model, self.backbone.tokenizer, self.task, self.test,
-                                       config.score_batch_size, desc=f"round {round_index}: evaluate")
-            write_predictions(scores, path)
+                                       config.score_batch_size, desc=f"round {round_index}: evaluate",
+                                       processes=self.processes)
+            self.processes.on_main(write_predictions, scores, path)
             result = {"accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
                       "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"]}
         if config.evaluate and not needs_monitor(config):
             return result
         ids = monitor_ids(config, self.pool_ids)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
-                                run_scoring_options(config), desc=f"round {round_index}: score the stopping set")
+                                run_scoring_options(config, processes=self.processes),
+                                desc=f"round {round_index}: score the stopping set")
         predictions = list(scores.predictions)
         previous = rounds[-1].get("monitor_predictions") if rounds else None
         agreement = float(np.mean([a == b for a, b in zip(previous, predictions)])) if previous else None
         uncertainty = float(scores.me[0].mean())
         if not config.evaluate:
-            write_predictions(scores, path)
+            self.processes.on_main(write_predictions, scores, path)
             result = {"accuracy": None, "pool_uncertainty": uncertainty, "agreement": agreement, "n_monitor": len(ids)}
         return {**result, "monitor_uncertainty": uncertainty, "monitor_predictions": predictions,
                 "kappa": cohen_kappa(previous, predictions) if previous else None}
@@ -276,7 +314,7 @@ class ActiveLearningRun:
         seed = train_seed * 1000 + round_index
         self.model = self.adapter.attach(base, self.config.lora, seed)
         return self.adapter.train(self.model, base, self.backbone.tokenizer, self.task, labeled, self.config, seed,
-                                  desc=f"round {round_index}: train on {len(labeled)}")
+                                  desc=f"round {round_index}: train on {len(labeled)}", execution=self.execution)
 
     def _release_adapter(self):
         """Take this run's adapter off the backbone (saved already, one per round).
@@ -319,7 +357,7 @@ class ActiveLearningRun:
                 _log(f"{error}: training it again")
                 break
             if candidate.name == "adapter.next":
-                self._promote_adapter()
+                self.processes.on_main(self._promote_adapter)
             return
         _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
         self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r["selected_ids"]]))

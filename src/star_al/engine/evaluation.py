@@ -7,13 +7,15 @@ from pathlib import Path
 
 from star_al.analysis.metrics import calibration_summary
 from star_al.al.run_dir import write_text_atomic
+from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.scoring import Scores, ScoringOptions, score_examples
 
 
-def evaluate(model, tokenizer, task, examples, batch_size: int = 32, desc: str | None = "evaluate"):
+def evaluate(model, tokenizer, task, examples, batch_size: int = 32, desc: str | None = "evaluate",
+             processes: Processes = SINGLE):
     """Score the test examples deterministically; returns (Scores, calibration summary dict)."""
-    scores = score_examples(model, tokenizer, task, examples, ScoringOptions(batch_size=batch_size),
-                            desc=desc)
+    scores = score_examples(model, tokenizer, task, examples, ScoringOptions(batch_size=batch_size,
+                                                                             processes=processes), desc=desc)
     return scores, calibration_summary(scores.confidence, scores.correct)
 
 

@@ -22,10 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 from star_al.errors import StarError
 from star_al.log import quiet
 from star_al.models.adapters import LORA
+from star_al.models.fast_lora import mask_draws_per_forward, skip_mask_draws
 
 
 @dataclass
@@ -182,8 +184,30 @@ def _single_token_ids(tokenizer, prompt: str, continuations: list[str]) -> list[
     return [seq[0] for seq in ids] if all(len(seq) == 1 for seq in ids) else None
 
 
+def run_batches(model, batches: list[list[int]], work, processes: Processes = SINGLE, desc=None,
+                runs_model=lambda batch: True) -> list:
+    """work(batch) for every batch, in order: this process computes its share, the rest is gathered.
+
+    Every process walks all batches; one that leaves a batch to another steps torch's
+    generator past that batch's dropout-mask seeds, so each batch is computed with the
+    masks (and the batch-mates) it has in a single process, and 1 or N processes give
+    the same MC-dropout scores. The batches themselves are made from the whole list.
+    runs_model(batch) is False for a batch that work() answers without a forward pass.
+    """
+    mine = set(processes.share(len(batches)))
+    draws = mask_draws_per_forward(model) if processes.world > 1 else 0
+    results = {}
+    for position, batch in enumerate(tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False)):
+        if position in mine:
+            results[position] = work(batch)
+        elif runs_model(batch):
+            skip_mask_draws(draws)
+    return processes.gather(results, len(batches))
+
+
 @torch.inference_mode()
-def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, passes=1, desc=None):
+def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, passes=1, desc=None,
+                     processes: Processes = SINGLE):
     """Log-probabilities of the label tokens and full-vocabulary entropy after each prompt.
 
     Returns ([passes, n, n_labels], [passes, n]). Only the last position's logits are
@@ -195,16 +219,21 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     label_index = torch.tensor(label_token_ids)
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
     prefix = shared_prefix(model, prompt_ids, passes, batches)
-    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
+
+    def work(batch):
         logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        label_logprobs[:, batch] = logprobs[..., label_index.to(logits.device)].cpu().double().numpy()
-        entropy[:, batch] = logprob_entropy(logprobs).cpu().double().numpy()
+        return (logprobs[..., label_index.to(logits.device)].cpu().double().numpy(),
+                logprob_entropy(logprobs).cpu().double().numpy())
+
+    for batch, (batch_logprobs, batch_entropy) in zip(batches, run_batches(model, batches, work, processes, desc)):
+        label_logprobs[:, batch], entropy[:, batch] = batch_logprobs, batch_entropy
     return label_logprobs, entropy
 
 
 @torch.inference_mode()
-def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1, desc=None):
+def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1, desc=None,
+                   processes: Processes = SINGLE):
     """Teacher-forced sums over each response's tokens: (-log p(s|x), sum of entropies).
 
     Returns two arrays [passes, n]. Logits are computed only at the positions that
@@ -216,11 +245,12 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     batches = length_buckets(lengths, batch_size)
     prefix = shared_prefix(model, prompt_ids, passes, batches)
-    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
+
+    def work(batch):
         responses = [response_ids[i] for i in batch]
         width = max(len(r) for r in responses)
         if width == 0:
-            continue
+            return np.zeros((passes, len(batch))), np.zeros((passes, len(batch)))
         sequences = [prompt_ids[i] + response_ids[i] for i in batch]
         logits = _forward_tail(model, sequences, pad_id, width + 1, passes, prefix)[:, :, :-1]
         targets = torch.zeros((len(batch), width), dtype=torch.long)
@@ -232,8 +262,13 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
         targets, mask = targets.to(logits.device), mask.to(logits.device)
         token_nlls = token_nll(logits, targets.expand(passes, -1, -1))
         token_entropies = token_entropy(logits)
-        nll[:, batch] = (token_nlls * mask).sum(-1).cpu().double().numpy()
-        entropy[:, batch] = (token_entropies * mask).sum(-1).cpu().double().numpy()
+        return ((token_nlls * mask).sum(-1).cpu().double().numpy(),
+                (token_entropies * mask).sum(-1).cpu().double().numpy())
+
+    runs_model = lambda batch: any(response_ids[i] for i in batch)  # noqa: E731
+    for batch, (batch_nll, batch_entropy) in zip(batches, run_batches(model, batches, work, processes, desc,
+                                                                       runs_model)):
+        nll[:, batch], entropy[:, batch] = batch_nll, batch_entropy
     return nll, entropy
 
 
@@ -250,7 +285,7 @@ class _AnswerComplete:
 
 @torch.inference_mode()
 def generate_greedy(model, tokenizer, prompt_ids, max_new_tokens, batch_size, answer_complete=None,
-                    desc=None) -> list[list[int]]:
+                    desc=None, processes: Processes = SINGLE) -> list[list[int]]:
     """Batched greedy decoding with the KV cache; each sequence stops at EOS or a complete answer."""
     from transformers import StoppingCriteriaList
 
@@ -258,7 +293,8 @@ def generate_greedy(model, tokenizer, prompt_ids, max_new_tokens, batch_size, an
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
-    for batch in tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False):
+
+    def work(batch):
         input_ids, attention_mask, _ = left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
         stopping = StoppingCriteriaList()
         if answer_complete is not None:
@@ -267,12 +303,18 @@ def generate_greedy(model, tokenizer, prompt_ids, max_new_tokens, batch_size, an
                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                 eos_token_id=eos, stopping_criteria=stopping,
                                 temperature=None, top_p=None, top_k=None)
-        for row, index in enumerate(batch):
+        generated = []
+        for row in range(len(batch)):
             new_tokens = output[row, input_ids.shape[1]:].tolist()
             if eos in new_tokens:
                 new_tokens = new_tokens[: new_tokens.index(eos)]
             while new_tokens and new_tokens[-1] == tokenizer.pad_token_id:
                 new_tokens.pop()
+            generated.append(new_tokens)
+        return generated
+
+    for batch, generated in zip(batches, run_batches(model, batches, work, processes, desc)):
+        for index, new_tokens in zip(batch, generated):
             responses[index] = new_tokens
     return responses
 
@@ -286,12 +328,14 @@ class ScoringOptions:
     gold_pe: bool = False
     max_prompt_tokens: int = 1024
     generation_batch_size: int = 16
+    processes: Processes = SINGLE  # the batches are shared out among these (engine.distributed)
 
 
-def run_scoring_options(config, passes: int = 1, gold_pe: bool = False) -> ScoringOptions:
+def run_scoring_options(config, passes: int = 1, gold_pe: bool = False,
+                        processes: Processes = SINGLE) -> ScoringOptions:
     """How a run scores: its batch size and prompt cut, with `passes` (MC dropout) and gold PE as asked."""
     return ScoringOptions(batch_size=config.score_batch_size, passes=passes, gold_pe=gold_pe,
-                          max_prompt_tokens=config.train.max_prompt_tokens)
+                          max_prompt_tokens=config.train.max_prompt_tokens, processes=processes)
 
 
 def score_examples(model, tokenizer, task, examples, options: ScoringOptions, desc=None) -> Scores:
@@ -314,22 +358,22 @@ def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) 
         if single is not None:
             with mc:
                 label_logprobs, me = next_token_stats(model, prompts, single, pad, options.batch_size,
-                                                      options.passes, desc)
+                                                      options.passes, desc, options.processes)
             return _label_scores(task, examples, label_logprobs, me, golds)
         return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
                                          options, desc, mc)
     responses = generate_greedy(model, tokenizer, prompts, task.max_new_tokens,
                                 options.generation_batch_size, task.answer_complete,
-                                desc and f"{desc} (generate)")
+                                desc and f"{desc} (generate)", options.processes)
     with mc:
         pe, me = response_stats(model, prompts, responses, pad, options.generation_batch_size,
-                                options.passes, desc and f"{desc} (score)")
+                                options.passes, desc and f"{desc} (score)", options.processes)
         pe_gold = None
         if options.gold_pe:
             gold_ids = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos=True).target_ids
                         for ex in examples]
             pe_gold, _ = response_stats(model, prompts, gold_ids, pad, options.generation_batch_size,
-                                        options.passes, desc and f"{desc} (gold)")
+                                        options.passes, desc and f"{desc} (gold)", options.processes)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     predictions = [task.extract_answer(text) for text in texts]
     n_tokens = np.maximum([len(r) for r in responses], 1)
@@ -372,7 +416,7 @@ def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continu
         for j, text in enumerate(continuations):
             ids = [encode_pair(tokenizer, ex.prompt, text).target_ids for ex in examples]
             nll, entropy = response_stats(model, prompts, ids, pad, options.batch_size, options.passes,
-                                          desc and f"{desc} ({task.labels[j]})")
+                                          desc and f"{desc} ({task.labels[j]})", options.processes)
             label_logprobs[:, :, j], label_entropy[:, :, j] = -nll, entropy
     scores = _label_scores(task, examples, label_logprobs, np.zeros((options.passes, n)),
                            [ex.gold for ex in examples])

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
 from star_al.data.batching import encode_pair, left_pad
+from star_al.engine.distributed import Execution
 from star_al.log import quiet
+from star_al.models.fast_lora import batch_rows, mask_draws_per_forward, skip_mask_draws
 from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
                                      check_target_modules, detach_adapter)
 
@@ -68,13 +70,13 @@ def answer_only_batch(encoded, pad_id, device):
     return input_ids, attention_mask, position_ids, targets.to(device)
 
 
-def answer_loss(model, input_ids, attention_mask, position_ids, targets) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens, with logits computed only where they are used."""
+def answer_loss(model, input_ids, attention_mask, position_ids, targets, reduction: str = "mean") -> torch.Tensor:
+    """Mean (or summed) cross-entropy over answer tokens, with logits computed only where they are used."""
     width = targets.shape[1]
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    logits_to_keep=width + 1, use_cache=False).logits[:, :-1]
     return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                             targets.reshape(-1), ignore_index=-100)
+                                             targets.reshape(-1), ignore_index=-100, reduction=reduction)
 
 
 def autocast_context(model):
@@ -119,11 +121,12 @@ def training_attention(model):
 
 
 def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
-                  desc: str | None = "train") -> TrainResult:
+                  desc: str | None = "train", execution: Execution = Execution()) -> TrainResult:
     """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
     optimizer = adamw(optimizer_groups(peft_model, settings.b_decay), lr=settings.learning_rate)
     with_autocast = lambda: autocast_context(peft_model)  # noqa: E731
-    result = _train(peft_model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc)
+    result = _train(peft_model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc,
+                    execution)
     adapter_to_base_dtype(peft_model)
     return result
 
@@ -142,21 +145,45 @@ def full_copy(base_model):
 
 
 def train_full(model, base_dtype, tokenizer, task, examples, settings: TrainSettings, seed: int,
-               desc: str | None = "train") -> TrainResult:
+               desc: str | None = "train", execution: Execution = Execution()) -> TrainResult:
     """Train every weight of a `full_copy` (plain AdamW, no decay), then cast it to base_dtype."""
     optimizer = adamw(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     device_type = next(model.parameters()).device.type
     low = base_dtype in (torch.bfloat16, torch.float16)
     with_autocast = lambda: (torch.autocast(device_type, dtype=base_dtype) if low  # noqa: E731
                              else contextlib.nullcontext())
-    result = _train(model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc)
+    result = _train(model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc, execution)
     model.requires_grad_(False)
     model.to(base_dtype)
     return result
 
 
+@contextlib.contextmanager
+def gradient_checkpointing(model, enabled: bool):
+    """Recompute each layer's activations in the backward pass instead of keeping them.
+
+    Non-reentrant checkpointing restores the generator state before recomputing, so the
+    recomputed forward draws the same dropout masks: same loss and gradients.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enabled:
+        yield
+        return
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        from star_al.errors import StarError
+
+        raise StarError(f"{type(base).__name__} does not support --gradient-checkpointing")
+    # transformers 5.2x names it activation checkpointing; earlier versions gradient checkpointing.
+    kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"
+    getattr(base, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
+    try:
+        yield
+    finally:
+        getattr(base, f"{kind}_checkpointing_disable")()
+
+
 def _train(model, optimizer, autocast, tokenizer, task, examples, settings: TrainSettings, seed: int,
-           desc: str | None) -> TrainResult:
+           desc: str | None, execution: Execution = Execution()) -> TrainResult:
     """The shared loop: seeded shuffles, left-padded batches, answer-only loss, linear schedule."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -174,22 +201,55 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
-    with training_attention(model), tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar:
+    with (training_attention(model), gradient_checkpointing(model, execution.gradient_checkpointing),
+          tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar):
         for _ in range(epochs):
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for first in range(0, len(order), settings.batch_size):
                 batch = [encoded[i] for i in order[first:first + settings.batch_size]]
                 *inputs, targets = answer_only_batch(batch, tokenizer.pad_token_id, device)
-                with autocast():
-                    loss = answer_loss(model, *inputs, targets)
-                loss.backward()
+                if execution.processes.world == 1:
+                    with autocast():
+                        loss = answer_loss(model, *inputs, targets)
+                    loss.backward()
+                    loss_value = loss.item()
+                else:
+                    loss_value = _shared_backward(model, autocast, inputs, targets, execution.processes)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.steps += 1
-                result.losses.append(loss.item())
+                result.losses.append(loss_value)
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _shared_backward(model, autocast, inputs, targets, processes) -> float:
+    """Data parallel: this process's rows of the batch forward and backward, gradients summed.
+
+    Each process takes a contiguous block of the (globally padded) batch's rows, draws the
+    whole batch's dropout masks and keeps its rows' (`batch_rows`), and divides its summed
+    loss by the whole batch's answer-token count; the gradients summed over the processes
+    are then the single-process batch's. Returns the batch's mean loss.
+    """
+    start, stop = processes.rows(targets.shape[0])
+    tokens = (targets != -100).sum()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if stop > start:
+        with autocast(), batch_rows(model, start, targets.shape[0]):
+            loss_sum = answer_loss(model, *(t[start:stop] for t in inputs), targets[start:stop], reduction="sum")
+        (loss_sum / tokens).backward()
+        loss_sum = loss_sum.detach().float()
+    else:  # more processes than rows: no work, but the same mask draws as those that have some
+        skip_mask_draws(mask_draws_per_forward(model))
+        loss_sum = torch.zeros((), device=targets.device)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = processes.sum(torch.cat([g.reshape(-1).float() for g in grads] + [loss_sum.reshape(1)]))
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+    return float(flat[-1] / tokens)

@@ -91,14 +91,15 @@ class PeftMethod:
         self.to_base_dtype(peft_model)
         return peft_model
 
-    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None):
+    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None, execution=None):
         """Fine-tune the attached adapter; STAR's decay (config.b_decay) acts on the `decayed` side."""
         from dataclasses import replace
 
+        from star_al.engine.distributed import Execution
         from star_al.engine.training import train_adapter
 
         return train_adapter(model, tokenizer, task, examples, replace(config.train, b_decay=config.b_decay), seed,
-                             desc=desc)
+                             desc=desc, execution=execution or Execution())
 
     def save(self, model, folder: str | Path, base_id: str | None) -> bool:
         """The adapter in PEFT's format, naming the base by its Hub id where one is known, so
@@ -280,10 +281,12 @@ class FullFineTuning:
     def detach(self, model):
         return None
 
-    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None):
+    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None, execution=None):
+        from star_al.engine.distributed import Execution
         from star_al.engine.training import train_full
 
-        return train_full(model, base.dtype, tokenizer, task, examples, config.train, seed, desc=desc)
+        return train_full(model, base.dtype, tokenizer, task, examples, config.train, seed, desc=desc,
+                          execution=execution or Execution())
 
     def save(self, model, folder, base_id) -> bool:
         return False

@@ -172,15 +172,44 @@ def resolve_model_dir(spec: str, cache_root: Path) -> str:
     return spec  # a hub id, for users with internet
 
 
-def load_backbone(spec: str, placement: Placement, cache_root: Path | None = None) -> Backbone:
-    """Load model and tokenizer for inference and LoRA training, frozen, on the placement."""
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def quantization_options(quantization: str | None, placement: Placement) -> dict:
+    """from_pretrained's options for QLoRA (bitsandbytes 4-bit NF4 or 8-bit weights), or none.
+
+    bitsandbytes quantizes onto a CUDA device; elsewhere the request is refused in one line.
+    """
+    if quantization is None:
+        return {}
+    if quantization not in QUANTIZATIONS:
+        raise StarError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if not placement.device.startswith("cuda"):
+        raise StarError(f"--load-in-{quantization} needs a CUDA GPU (bitsandbytes); this run is on {placement.device}")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise StarError(f"--load-in-{quantization} needs bitsandbytes: pip install 'star-al[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    config = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=placement.dtype)
+              if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+    return {"quantization_config": config, "device_map": {"": placement.device}}
+
+
+def load_backbone(spec: str, placement: Placement, cache_root: Path | None = None,
+                  quantization: str | None = None) -> Backbone:
+    """Load model and tokenizer for inference and LoRA training, frozen, on the placement
+    (its weights quantized by bitsandbytes with quantization "4bit" or "8bit": QLoRA)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_root = cache_root or default_cache_root()
+    options = quantization_options(quantization, placement)
     where = resolve_model_dir(spec, cache_root)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype, **options)
     except Exception as error:  # transformers and safetensors raise many kinds for a damaged folder
         cached = cache_root / "models"
         if Path(where).parent.resolve() != cached.resolve():
@@ -191,7 +220,7 @@ def load_backbone(spec: str, placement: Placement, cache_root: Path | None = Non
         shutil.rmtree(where, ignore_errors=True)
         where = resolve_model_dir(spec, cache_root)
         tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=placement.dtype, **options)
     return prepare(spec, where, model, tokenizer, placement, hub_id_of(spec, where))
 
 
@@ -223,5 +252,6 @@ def prepare(name: str, path: str, model, tokenizer, placement: Placement, hub_id
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(_contiguous_input)
-    model.to(placement.device)
+    if not getattr(model, "is_quantized", False):  # bitsandbytes placed it already and refuses .to()
+        model.to(placement.device)
     return Backbone(name, path, model, tokenizer, placement, hub_id)
