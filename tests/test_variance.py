@@ -127,3 +127,17 @@ def test_negative_training_seed_and_min_steps_are_refused():
         smoke_config("random", train_seed=-1)
     with pytest.raises(StarError, match="train.min_steps must be at least 0"):
         smoke_config("random", train=TrainSettings(min_steps=-2))
+
+
+def test_a_run_written_before_the_new_settings_existed_still_resumes(tiny_backbone_factory, sst2_data, tmp_path):
+    """config.json from before --train-seed and --min-steps: their defaults stand in, top level and in `train`."""
+    first = run(smoke_config("random"), tiny_backbone_factory(0), sst2_data, tmp_path / "r")
+    path = tmp_path / "r" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["train_seed"], stored["train"]["min_steps"]
+    path.write_text(json.dumps(stored))
+    again = run(smoke_config("random"), tiny_backbone_factory(0), sst2_data, tmp_path / "r")
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
+    with pytest.raises(StarError, match="differs in: train"):
+        run(smoke_config("random", train=smoke_config("random").train.__class__(min_steps=5)),
+            tiny_backbone_factory(0), sst2_data, tmp_path / "r")

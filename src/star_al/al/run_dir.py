@@ -114,9 +114,13 @@ class RunDir:
             existing = self._read_config_json()
             ours, theirs = identity(wanted, existing), identity(existing, wanted)
             defaults = json.loads(json.dumps(RunConfig(task="", strategy="random").to_dict()))
-            # A setting added since the directory was written counts as its default there.
-            differing = sorted(k for k in set(ours) | set(theirs)
-                               if ours.get(k, defaults.get(k)) != theirs.get(k, defaults.get(k)))
+            # A setting added since the directory was written counts as its default there
+            # (also inside the lora and train groups).
+            def value(config_dict, key):
+                found, default = config_dict.get(key, defaults.get(key)), defaults.get(key)
+                return {**default, **found} if isinstance(found, dict) and isinstance(default, dict) else found
+
+            differing = sorted(k for k in set(ours) | set(theirs) if value(ours, k) != value(theirs, k))
             if differing == ["data_hash"]:
                 raise StarError(f"run directory {self.path} was run on other data (the train or test "
                                 "examples differ from the ones it started with); give it the data it "
