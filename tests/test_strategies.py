@@ -80,10 +80,14 @@ def test_star_turns_on_all_three_components():
     assert Recipe.parse("pe+star") == Recipe("pe", ("dynamic", "mc", "l2"))
     assert Recipe.parse("me+l2+dynamic") == Recipe("me", ("dynamic", "l2"))
     assert Recipe.parse("ME + dynamic + MC + l2").name == "me+star"
+    assert Recipe.parse("me+kmeans+l2+mc+dynamic").name == "me+star+kmeans"  # the alias first, then the rest
 
 
 @pytest.mark.parametrize("bad,message", [("entropy", "unknown strategy"), ("me+fast", "unknown strategy component"),
                                          ("random+star", "combine with a strategy that ranks"),
+                                         ("random+kmeans", "for a diverse batch without scores use kmeans"),
+                                         ("badge+kmeans", "combine with a strategy that ranks"),
+                                         ("me+kmeans+coreset", "one diversity component at most"),
                                          ("rnadom", "did you mean random")])
 def test_unknown_strategies_are_refused(bad, message):
     with pytest.raises(StarError, match=message):
@@ -95,7 +99,7 @@ def test_unknown_strategies_are_refused(bad, message):
 def every_recipe():
     names = list(STRATEGIES)
     names += [f"{s}+{c}" for s, entry in STRATEGIES.items() if entry.ranks for c in COMPONENTS]
-    return names + ["me+star", "pe+star"]
+    return names + ["me+star", "pe+star", "me+star+kmeans", "pe+dynamic+coreset"]
 
 
 def contract_view(strategy, n=40, gold_raises=True, seed=0):
@@ -106,12 +110,21 @@ def contract_view(strategy, n=40, gold_raises=True, seed=0):
     tuned = {m: rng.random((strategy.needs.passes, n)) for m in ("me", "pe", "pe_gold")}
     base = {m: rng.random(n) for m in ("me", "pe", "pe_gold")}
 
+    labeled_ids = np.arange(5)  # the labeled set, embedded with the candidates when a strategy asks
+    every_id = np.concatenate([labeled_ids, ids])
+    embeddings, answers = rng.normal(size=(len(every_id), 6)), rng.dirichlet(np.ones(2), size=len(every_id))
+
     def scorer(scored_ids, needs):
         if gold_raises and "pe_gold" in needs.tuned:
             raise AssertionError("a label-free strategy asked for a gold-answer score")
-        return {m: a[:, np.searchsorted(ids, scored_ids)] for m, a in tuned.items()}
+        scored = {m: a[:, np.searchsorted(ids, scored_ids)] for m, a in tuned.items()}
+        if needs.embeddings:
+            rows = np.searchsorted(every_id, scored_ids)
+            scored.update(embeddings=embeddings[rows], label_probs=answers[rows])
+        return scored
 
-    return ScoreView(ids, 1, strategy.needs, scorer, {"ids": ids, **base}, lambda p: np.random.default_rng([seed, p]))
+    return ScoreView(ids, 1, strategy.needs, scorer, {"ids": ids, **base}, lambda p: np.random.default_rng([seed, p]),
+                     labeled_ids)
 
 
 def contract_config(name, **changes):
@@ -132,8 +145,8 @@ def test_every_registered_strategy_meets_the_contract(name, pool_subsample):
         # same seed, same ids
         again = strategy.select(contract_view(strategy, gold_raises=strategy.label_free), 8, np.random.default_rng(3))
         assert again.ids == query.ids
-        # a ranked strategy queries its k highest candidate scores
-        if query.candidate_scores is not None:
+        # a ranked strategy queries its k highest candidate scores (a diverse batch need not)
+        if query.candidate_scores is not None and not strategy.needs.embeddings:
             assert sorted(query.scores, reverse=True) == query.scores
             assert min(query.scores) >= np.sort(query.candidate_scores)[-8]
         # k larger than the candidates is refused
