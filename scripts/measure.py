@@ -180,8 +180,8 @@ def full_ft_lr(backbone, rates):
 
 
 def peft_methods(backbone, ia3_rates):
-    """One `cpu`-preset training round (32 sst2 labels, r 64, 3 epochs, batch 8) per adapter method:
-    its time, last loss and accuracy on the first 200 test examples; LoRA and DoRA at the preset's
+    """One `cpu-v1`-preset training round (32 sst2 labels, r 64, 3 epochs, batch 8) per adapter method:
+    its time, last loss and accuracy on the first 200 test examples; LoRA and DoRA at that preset's
     lr 1e-3, IA3 at each of `ia3_rates` (it scales rather than adds, and wants a larger step)."""
     from star_al.models.adapters import ADAPTERS
 

@@ -90,6 +90,7 @@ RUN_SETTINGS = {
     "mc_passes": st.one_of(st.integers(-1, 3), junk), "b_decay_strength": junk,
     "lambda_schedule": st.sampled_from(["reference", "cosine", "sideways", 1]),
     "pe_mode": st.sampled_from(["label-free", "gold", "psychic"]), "finetune": st.sampled_from(["lora", "full", 0]),
+    "warm_start_by": st.sampled_from(["random", "me+kmeans", "typiclust", "badge", "me+star", 3]),
     "score_batch_size": st.one_of(st.integers(-1, 8), junk),
     "lora": st.one_of(st.fixed_dictionaries({}, optional={"rank": st.one_of(st.integers(-1, 4), junk),
                                                           "dropout": st.one_of(st.floats(-1, 2), junk),

@@ -164,3 +164,14 @@ def test_entropy_probe_explains_a_tiny_intersection_from_pool_subsampling(tmp_pa
               np.arange(20.0), pool_subsample=10)
     with pytest.raises(StarError, match="only 2 examples.*random subset of 10"):
         entropy_probe(tmp_path / "run", tmp_path / "out")
+
+
+def test_entropy_probe_reads_round_0_from_the_base_scores_even_after_a_cold_start(known_run, tmp_path):
+    """A cold start (--warm-start-by kmeans) leaves scores/round-00.npz without ME: the probe ignores it."""
+    from star_al.analysis.probes import read_round_scores
+
+    path, base = known_run
+    write_npz_atomic(path / "scores" / "round-00.npz", ids=np.arange(3), combined=np.zeros(3))
+    by_round = read_round_scores(path)
+    assert sorted(by_round) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(by_round[0][1], base)

@@ -80,10 +80,14 @@ def test_star_turns_on_all_three_components():
     assert Recipe.parse("pe+star") == Recipe("pe", ("dynamic", "mc", "l2"))
     assert Recipe.parse("me+l2+dynamic") == Recipe("me", ("dynamic", "l2"))
     assert Recipe.parse("ME + dynamic + MC + l2").name == "me+star"
+    assert Recipe.parse("me+kmeans+l2+mc+dynamic").name == "me+star+kmeans"  # the alias first, then the rest
 
 
 @pytest.mark.parametrize("bad,message", [("entropy", "unknown strategy"), ("me+fast", "unknown strategy component"),
                                          ("random+star", "combine with a strategy that ranks"),
+                                         ("random+kmeans", "for a diverse batch without scores use kmeans"),
+                                         ("badge+kmeans", "combine with a strategy that ranks"),
+                                         ("me+kmeans+coreset", "one diversity component at most"),
                                          ("rnadom", "did you mean random")])
 def test_unknown_strategies_are_refused(bad, message):
     with pytest.raises(StarError, match=message):
@@ -95,7 +99,7 @@ def test_unknown_strategies_are_refused(bad, message):
 def every_recipe():
     names = list(STRATEGIES)
     names += [f"{s}+{c}" for s, entry in STRATEGIES.items() if entry.ranks for c in COMPONENTS]
-    return names + ["me+star", "pe+star"]
+    return names + ["me+star", "pe+star", "me+star+kmeans", "pe+dynamic+coreset"]
 
 
 def contract_view(strategy, n=40, gold_raises=True, seed=0):
@@ -106,12 +110,21 @@ def contract_view(strategy, n=40, gold_raises=True, seed=0):
     tuned = {m: rng.random((strategy.needs.passes, n)) for m in ("me", "pe", "pe_gold")}
     base = {m: rng.random(n) for m in ("me", "pe", "pe_gold")}
 
+    labeled_ids = np.arange(5)  # the labeled set, embedded with the candidates when a strategy asks
+    every_id = np.concatenate([labeled_ids, ids])
+    embeddings, answers = rng.normal(size=(len(every_id), 6)), rng.dirichlet(np.ones(2), size=len(every_id))
+
     def scorer(scored_ids, needs):
         if gold_raises and "pe_gold" in needs.tuned:
             raise AssertionError("a label-free strategy asked for a gold-answer score")
-        return {m: a[:, np.searchsorted(ids, scored_ids)] for m, a in tuned.items()}
+        scored = {m: a[:, np.searchsorted(ids, scored_ids)] for m, a in tuned.items()}
+        if needs.embeddings:
+            rows = np.searchsorted(every_id, scored_ids)
+            scored.update(embeddings=embeddings[rows], label_probs=answers[rows])
+        return scored
 
-    return ScoreView(ids, 1, strategy.needs, scorer, {"ids": ids, **base}, lambda p: np.random.default_rng([seed, p]))
+    return ScoreView(ids, 1, strategy.needs, scorer, {"ids": ids, **base}, lambda p: np.random.default_rng([seed, p]),
+                     labeled_ids)
 
 
 def contract_config(name, **changes):
@@ -132,8 +145,8 @@ def test_every_registered_strategy_meets_the_contract(name, pool_subsample):
         # same seed, same ids
         again = strategy.select(contract_view(strategy, gold_raises=strategy.label_free), 8, np.random.default_rng(3))
         assert again.ids == query.ids
-        # a ranked strategy queries its k highest candidate scores
-        if query.candidate_scores is not None:
+        # a ranked strategy queries its k highest candidate scores (a diverse batch need not)
+        if query.candidate_scores is not None and not strategy.needs.embeddings:
             assert sorted(query.scores, reverse=True) == query.scores
             assert min(query.scores) >= np.sort(query.candidate_scores)[-8]
         # k larger than the candidates is refused
@@ -149,7 +162,10 @@ def test_presets_resolve_with_file_and_command_line_overrides():
     config = resolve_config("sst2", "me+star", "cpu", 1, {"query_size": 8, "lora": {"rank": 8}},
                             {"n_rounds": 2, "lora": {"alpha": 4, "dropout": None}, "train": {"epochs": 1}})
     assert (config.query_size, config.n_rounds, config.lora.rank, config.lora.alpha) == (8, 2, 8, 4)
-    assert config.train.epochs == 1 and config.train.learning_rate == 1e-3  # task file / preset value kept
+    assert config.train.epochs == 1 and config.train.learning_rate == 5e-4  # preset values kept
+    assert (config.train.min_steps, config.train.warmup_ratio, config.test_limit) == (48, 0.1, None)
+    first = resolve_config("sst2", "me+star", "cpu-v1", 1, {}, {})
+    assert (first.train.learning_rate, first.train.min_steps, first.test_limit) == (1e-3, 0, 500)
     assert config.b_decay == 0.5
     paper = resolve_config("obqa", "random", "paper", 0, {}, {})
     assert (paper.warm_start, paper.query_size, paper.train.epochs, paper.train.learning_rate) == (200, 200, 15, 3e-5)
@@ -166,4 +182,4 @@ def test_full_finetuning_takes_its_own_learning_rate_unless_one_is_given():
     assert from_file.train.learning_rate == 1e-4
     given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full", "train": {"learning_rate": 5e-5}})
     assert given.train.learning_rate == 5e-5
-    assert resolve_config("sst2", "me", "cpu", 0, {}, {}).train.learning_rate == 1e-3
+    assert resolve_config("sst2", "me", "cpu", 0, {}, {}).train.learning_rate == 5e-4

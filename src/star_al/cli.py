@@ -885,12 +885,18 @@ def cmd_list(args) -> None:
     from star_al.models.adapters import ADAPTERS
     from star_al.models.backbones import EMBEDDED
     from star_al.stopping import STOPPING
+    from star_al.al.cold_start import WARM_START_COMPONENTS, WARM_START_STRATEGIES
     from star_al.strategies import ALIASES, COMPONENTS, SCHEDULES, STRATEGIES
 
     sections = [
         ("strategies (--strategy NAME[+component...])", [(n, e.help) for n, e in STRATEGIES.items()]),
         ("strategy components", [(n, c.help) for n, c in COMPONENTS.items()]
          + [(alias, "= " + " + ".join(members)) for alias, members in ALIASES.items()]),
+        ("warm starts (--warm-start-by NAME[+component])",
+         [("random", "the paper's: warm-start ids at random")]
+         + [(n, "by the base model: " + STRATEGIES.get(n).help.split(" (--pe-mode")[0])
+            for n in WARM_START_STRATEGIES if n != "random"]
+         + [(f"+{c}", f"on me or pe: {COMPONENTS.get(c).help}") for c in WARM_START_COMPONENTS]),
         ("lambda schedules (--lambda-schedule)", [(n, (f.__doc__ or "").strip().splitlines()[0])
                                                   for n, f in SCHEDULES.items()]),
         ("stopping criteria", [(n, (c.__doc__ or "").strip().splitlines()[0]) for n, c in STOPPING.items()]),

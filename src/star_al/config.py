@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from star_al.al.cold_start import warm_start_recipe
 from star_al.strategies.registry import Recipe
 from star_al.strategies.schedules import SCHEDULES
 from star_al.errors import StarError
@@ -126,7 +127,10 @@ class RunConfig:
     model: str = setting("smollm2-135m", "smollm2-135m, gemma3-270m, a .gguf file, a model directory or a hub id",
                          "--model")
     data_dir: str | None = None          # the task's resolved data folder (None: the hub)
-    warm_start: int = setting(32, "labels of round 0, drawn at random", "--warm-start")
+    warm_start: int = setting(32, "labels of round 0 (drawn as --warm-start-by says)", "--warm-start")
+    warm_start_by: str = setting("random", "how round 0 is chosen before any label: random, or from the base "
+                                 "model: me, pe, kmeans, coreset, typiclust, me+kmeans, ... (star list)",
+                                 "--warm-start-by")
     query_size: int = setting(32, "labels queried per round", "--query-size")
     n_rounds: int = setting(5, "query rounds after the warm start", "--rounds")
     pool_size: int | None = setting(None, "draw a fixed random pool of N train examples (default: all)",
@@ -157,6 +161,8 @@ class RunConfig:
         # One name per strategy: "ME", "me + dynamic+mc+l2" and "me+star" are one recipe.
         if isinstance(self.strategy, str):
             object.__setattr__(self, "strategy", Recipe.parse(self.strategy).name)
+        if isinstance(self.warm_start_by, str):
+            object.__setattr__(self, "warm_start_by", warm_start_recipe(self.warm_start_by).name)
 
     @property
     def recipe(self) -> Recipe:
@@ -175,7 +181,7 @@ class RunConfig:
             if "." not in name:
                 check_number(name, getattr(self, name), rule)
         check_settings(self.lora, self.train)
-        for name in ("task", "model", "lambda_schedule", "pe_mode", "finetune", "preset"):
+        for name in ("task", "model", "lambda_schedule", "pe_mode", "finetune", "preset", "warm_start_by"):
             if not isinstance(getattr(self, name), str):
                 raise StarError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.lambda_schedule not in SCHEDULES:

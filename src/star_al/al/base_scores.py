@@ -2,7 +2,9 @@
 
 Dynamic uncertainty mixes these with the tuned model's (docs/method.md 3.1). They depend
 only on the model, its dtype, the pool's content and how prompts are cut, so a shared
-cache entry keyed by exactly those serves every run (and seed) with the same pool.
+cache entry keyed by exactly those serves every run (and seed) with the same pool. A
+warm start chosen by diversity (al/cold_start.py) also reads the base model's hidden
+states; they are added to the entry the first time a run asks for them.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def base_cache_key(config, pool_examples, dtype) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] | None:
-    """Base scores from disk if the file is whole and covers exactly this pool; else None (and why)."""
+def read_base_scores(path: Path, pool_ids: np.ndarray, embeddings: bool = False) -> dict[str, np.ndarray] | None:
+    """Base scores from disk if the file is whole and covers exactly this pool (and has the hidden
+    states, when asked); else None (and why)."""
     if not path.is_file():
         return None
     try:
@@ -50,6 +53,9 @@ def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] 
         _log(f"{error}: dropped, computing the base scores again")
         return None
     whole = all(key in arrays and arrays[key].shape == pool_ids.shape for key in BASE_SCORE_KEYS)
+    if embeddings and ("embeddings" not in arrays or len(arrays["embeddings"]) != len(pool_ids)):
+        _log(f"{path}: no hidden states for the warm start: computing the base scores again with them")
+        return None
     if not whole or not np.array_equal(arrays["ids"], pool_ids) or \
             not all(np.isfinite(arrays[key]).all() for key in set(arrays) - {"ids"}):
         _log(f"{path}: not this pool's base scores: dropped, computing them again")
@@ -58,19 +64,21 @@ def read_base_scores(path: Path, pool_ids: np.ndarray) -> dict[str, np.ndarray] 
 
 
 def base_pool_scores(config, task, model, tokenizer, by_id, pool_ids, run_dir: RunDir,
-                     cache_root: Path | None, dtype=None, processes: Processes = SINGLE) -> dict[str, np.ndarray]:
-    """The frozen base model's ME/PE over the whole pool: computed once, then read from disk.
+                     cache_root: Path | None, dtype=None, embeddings: bool = False,
+                     processes: Processes = SINGLE) -> dict[str, np.ndarray]:
+    """The frozen base model's ME/PE (and, if asked, answer-position hidden states) over the whole
+    pool: computed once, then read from disk.
 
     The shared cache (one entry per model, dtype and pool content) is filled atomically
     under a lock, so two runs starting at once compute it once and a kill mid-fill
     leaves no half entry; an entry that fails its check is dropped and recomputed.
     Under a launcher the main process reads and writes, and every process scores its share.
     """
-    arrays = processes.on_main(read_base_scores, run_dir.base_scores_path, pool_ids)
+    arrays = processes.on_main(read_base_scores, run_dir.base_scores_path, pool_ids, embeddings)
     if arrays is not None:
         return arrays
     arrays, source = _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype,
-                                         processes)
+                                         embeddings, processes)
     processes.on_main(_write_run_copy, run_dir, arrays, source, dtype)
     return arrays
 
@@ -84,7 +92,8 @@ def _write_run_copy(run_dir: RunDir, arrays: dict, source: str, dtype) -> None:
         **{f"{key}_{stat}": float(getattr(np, stat)(arrays[key])) for key in ("me", "pe") for stat in ("mean", "std")}})
 
 
-def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype, processes=SINGLE):
+def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_root, dtype, embeddings=False,
+                        processes=SINGLE):
     pool_examples = [by_id[int(i)] for i in pool_ids]
     shared = None
     if cache_root is not None:
@@ -92,16 +101,19 @@ def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_r
         processes.on_main(shared.parent.mkdir, parents=True, exist_ok=True)
     lock = (lambda: FileLock(f"{shared}.lock")) if shared is not None else contextlib.nullcontext
     with processes.main_holds(lock):
-        arrays = processes.on_main(read_base_scores, shared, pool_ids) if shared is not None else None
+        arrays = processes.on_main(read_base_scores, shared, pool_ids, embeddings) if shared is not None else None
         source = "shared cache" if arrays is not None else "computed"
         if arrays is None:
             answered = all(ex.gold is not None for ex in pool_examples)
             scores = score_examples(model, tokenizer, task, pool_examples,
-                                    run_scoring_options(config, gold_pe=answered, processes=processes),
+                                    run_scoring_options(config, gold_pe=answered, embeddings=embeddings,
+                                                        processes=processes),
                                     desc="score pool (base model)")
             arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0]}
             if scores.pe_gold is not None:
                 arrays["pe_gold"] = scores.pe_gold[0]
+            if scores.embeddings is not None:
+                arrays["embeddings"] = scores.embeddings
             if shared is not None:
                 processes.on_main(write_npz_atomic, shared, **arrays)
     return arrays, source

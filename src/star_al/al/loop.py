@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from star_al.al.base_scores import base_pool_scores
+from star_al.al.cold_start import warm_start_needs, warm_start_query
 from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
-from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for, warm_start
+from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import Execution
@@ -71,6 +72,8 @@ class ActiveLearningRun:
         if not self.strategy.label_free and not self.oracle.simulated:
             raise StarError(f"strategy {config.strategy!r} reads gold answers (pe_mode 'gold'), which only a "
                             "simulation has; use pe_mode 'label-free' when people label")
+        if self.strategy.needs.answer_probs and task.answer_type != "label":
+            raise StarError(f"strategy {config.strategy!r} needs a task with a fixed set of answers, not {task.name}")
         self.pool_ids = choose_pool(config, pool)
         self.adapter.check_targets(backbone.model, config.lora)
         self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
@@ -93,10 +96,11 @@ class ActiveLearningRun:
         self._check_state(rounds)
         finished = self.stop.should_stop(rounds) is not None
         base = None
-        if self.strategy.needs.any and not finished:
+        warm_needs = warm_start_needs(self.config)
+        if (self.strategy.needs.any or warm_needs.any or warm_needs.embeddings) and not finished:
             base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
                                     self.pool_ids, self.run_dir, self.cache_root, self.backbone.placement.dtype,
-                                    self.processes)
+                                    embeddings=warm_needs.embeddings and not rounds, processes=self.processes)
         try:
             if rounds and not finished:
                 self._restore_model(rounds)
@@ -173,15 +177,17 @@ class ActiveLearningRun:
             self._check_pending(pending, labeled_ids, len(queued))
             return Query(pending["ids"], pending["scores"], info={"lambda": pending.get("lambda")})
         if round_index == 0:
-            query = Query(warm_start(self.config, self.pool_ids), None)
-            self.processes.on_main(self.run_dir.write_pending, {"round": 0, "ids": query.ids, "scores": None,
-                                                                "lambda": None})
+            query, view = warm_start_query(self.config, self.pool_ids, base)
+            if view is not None:
+                self.processes.on_main(self._save_scores, 0, view, query, base)
+            self.processes.on_main(self.run_dir.write_pending, {"round": 0, "ids": query.ids,
+                                                                "scores": query.scores, "lambda": None})
             return query
         taken = set(labeled_ids) | set(queued)
         unlabeled = np.array([i for i in self.pool_ids if i not in taken])
         seed = self.config.seed
         view = ScoreView(unlabeled, round_index - 1, self.strategy.needs, partial(self._score_pool, round_index),
-                         base, lambda purpose: rng_for(seed, purpose, round_index))
+                         base, lambda purpose: rng_for(seed, purpose, round_index), np.array(labeled_ids))
         tick = time.perf_counter()
         query = self.strategy.select(view, self.config.query_size, rng_for(seed, QUERY_STREAM, round_index))
         if view.scored is not None:
@@ -198,23 +204,29 @@ class ActiveLearningRun:
         """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
         config = self.config
         options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned,
-                                      processes=self.processes)
+                                      embeddings=needs.embeddings, processes=self.processes)
         torch.manual_seed(config.seed * 1000 + 500 + round_index)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
                                 options, desc=f"round {round_index}: score pool")
         measures = {"me": scores.me, "pe": scores.pe}
         if scores.pe_gold is not None:
             measures["pe_gold"] = scores.pe_gold
+        if needs.embeddings:  # the diversity strategies' hidden states, and answer probabilities where fixed
+            measures["embeddings"] = scores.embeddings
+            if scores.label_probs is not None:
+                measures["label_probs"] = scores.label_probs
         return measures
 
     def _save_scores(self, round_index: int, view: ScoreView, query: Query, base) -> None:
-        """The round's scores for analysis: every pass of the tuned measures, the base's, the ranked one."""
+        """The round's scores for analysis: every pass of the tuned measures, the base's, the ranked one,
+        and what a diversity strategy records per candidate (its clusters)."""
         ids = view.scored_ids
         arrays = {"ids": ids, **view.scored}
         if base is not None:
             position = {int(i): n for n, i in enumerate(base["ids"])}
             rows = np.array([position[int(i)] for i in ids])
             arrays.update({f"base_{key}": base[key][rows] for key in ("me", "pe", "pe_gold") if key in base})
+        arrays.update({key: value for key, value in query.info.items() if isinstance(value, np.ndarray)})
         write_npz_atomic(self.run_dir.scores_path(round_index), combined=query.candidate_scores, **arrays)
 
     def _check_pending(self, pending: dict, labeled_ids: list[int], n_queued: int = 0) -> None:

@@ -26,6 +26,8 @@ def mc_picks_changed(run_path: Path, config: dict, rounds: list[dict]) -> list[i
         return None
     whole = replace(run_config, pool_subsample=None)  # the score file holds the candidates already drawn
     strategy = whole.recipe.build(whole)
+    if strategy.needs.embeddings:  # the score file keeps no hidden states to cluster again
+        return [None] * len(rounds[1:])
     changed = []
     for record in rounds[1:]:
         path = Path(run_path) / "scores" / f"round-{record['round']:02d}.npz"

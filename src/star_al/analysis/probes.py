@@ -181,7 +181,8 @@ def read_round_scores(run_dir: Path, measure: str = "me") -> dict[int, tuple[np.
     if measure not in MEASURES:
         raise StarError(f"unknown measure {measure!r}: use one of {', '.join(MEASURES)}")
     base_path = run_dir / "base_scores.npz"
-    round_paths = sorted((run_dir / "scores").glob("round-*.npz"))
+    # round-00.npz, written by a cold start (--warm-start-by), holds base scores: round 0 is base_scores.npz
+    round_paths = [path for path in sorted((run_dir / "scores").glob("round-*.npz")) if path.stem != "round-00"]
     if not round_paths:
         raise StarError(f"{run_dir} has no per-round pool scores (scores/round-NN.npz): only runs of an "
                         "uncertainty strategy write them, a random run does not; run a me/pe strategy")

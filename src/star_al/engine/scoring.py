@@ -5,7 +5,9 @@ the predicted answer and its confidence, and the ME and PE scores (label-free, o
 model's own response; and PE over the gold response, for simulations). With
 `passes` = K > 1 the LoRA dropout is switched on and the K stochastic passes run as
 one batch of K copies of each row (MC dropout, docs/method.md 3.2); scores keep a leading
-K axis and acquisition reduces it.
+K axis and acquisition reduces it. On request (`ScoringOptions.embeddings`) the same
+pass also keeps each example's last hidden state at the answer position, for the
+diversity strategies (docs/method.md 9).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Scores:
     pe: np.ndarray
     pe_gold: np.ndarray | None
     responses: list[str] | None = None  # generated text, for number and text tasks
+    label_probs: np.ndarray | None = None  # [n, n_labels]: allowed-label probabilities (label tasks)
+    embeddings: np.ndarray | None = None   # [n, hidden]: answer-position hidden states, when asked
 
 
 @contextmanager
@@ -178,6 +182,30 @@ def _forward_tail(model, sequences, pad_id, keep: int, passes: int, prefix: Shar
     return logits.view(passes, len(sequences), keep, -1)
 
 
+@contextmanager
+def head_inputs(model, enabled: bool):
+    """Collect what the output head reads while enabled: the last hidden states of the kept positions.
+
+    A hook on the head's input, not `output_hidden_states`, which would keep every
+    layer's states at every position; each call appends [passes * batch, keep, hidden].
+    """
+    captured: list[torch.Tensor] = []
+    if not enabled:
+        yield captured
+        return
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: captured.append(args[0].detach()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _pass_mean(hidden: torch.Tensor, passes: int) -> np.ndarray:
+    """[passes * batch, hidden] in pass-major rows -> [batch, hidden], the mean over the passes."""
+    return hidden.float().view(passes, -1, hidden.shape[-1]).mean(0).cpu().numpy()
+
+
 def _single_token_ids(tokenizer, prompt: str, continuations: list[str]) -> list[int] | None:
     """The one token each continuation is, if every one is a single token, else None."""
     ids = [encode_pair(tokenizer, prompt, text).target_ids for text in continuations]
@@ -207,11 +235,12 @@ def run_batches(model, batches: list[list[int]], work, processes: Processes = SI
 
 @torch.inference_mode()
 def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, passes=1, desc=None,
-                     processes: Processes = SINGLE):
+                     processes: Processes = SINGLE, embeddings=None):
     """Log-probabilities of the label tokens and full-vocabulary entropy after each prompt.
 
     Returns ([passes, n, n_labels], [passes, n]). Only the last position's logits are
-    computed, since one-token answers need nothing else.
+    computed, since one-token answers need nothing else. An `embeddings` array [n, hidden]
+    is filled with the last hidden state at that position (the mean over the passes).
     """
     n = len(prompt_ids)
     label_logprobs = np.zeros((passes, n, len(label_token_ids)), dtype=np.float64)
@@ -221,23 +250,30 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     prefix = shared_prefix(model, prompt_ids, passes, batches)
 
     def work(batch):
-        logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
+        with head_inputs(model, embeddings is not None) as hidden:
+            logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
+        embedded = _pass_mean(hidden[0][:, -1], passes) if hidden else None
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         return (logprobs[..., label_index.to(logits.device)].cpu().double().numpy(),
-                logprob_entropy(logprobs).cpu().double().numpy())
+                logprob_entropy(logprobs).cpu().double().numpy(), embedded)
 
-    for batch, (batch_logprobs, batch_entropy) in zip(batches, run_batches(model, batches, work, processes, desc)):
+    for batch, (batch_logprobs, batch_entropy, embedded) in zip(batches, run_batches(model, batches, work,
+                                                                                      processes, desc)):
         label_logprobs[:, batch], entropy[:, batch] = batch_logprobs, batch_entropy
+        if embedded is not None:
+            embeddings[batch] = embedded
     return label_logprobs, entropy
 
 
 @torch.inference_mode()
 def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1, desc=None,
-                   processes: Processes = SINGLE):
+                   processes: Processes = SINGLE, embeddings=None):
     """Teacher-forced sums over each response's tokens: (-log p(s|x), sum of entropies).
 
     Returns two arrays [passes, n]. Logits are computed only at the positions that
-    predict response tokens (the last len(response)+1 columns under left padding).
+    predict response tokens (the last len(response)+1 columns under left padding). An
+    `embeddings` array [n, hidden] is filled with the last hidden state at the prompt's
+    last token, the position that predicts the response (the mean over the passes).
     """
     n = len(prompt_ids)
     nll = np.zeros((passes, n), dtype=np.float64)
@@ -249,10 +285,16 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
     def work(batch):
         responses = [response_ids[i] for i in batch]
         width = max(len(r) for r in responses)
-        if width == 0:
-            return np.zeros((passes, len(batch))), np.zeros((passes, len(batch)))
+        if width == 0 and embeddings is None:
+            return np.zeros((passes, len(batch))), np.zeros((passes, len(batch))), None
         sequences = [prompt_ids[i] + response_ids[i] for i in batch]
-        logits = _forward_tail(model, sequences, pad_id, width + 1, passes, prefix)[:, :, :-1]
+        with head_inputs(model, embeddings is not None) as hidden:
+            logits = _forward_tail(model, sequences, pad_id, width + 1, passes, prefix)[:, :, :-1]
+        embedded = None
+        if hidden:
+            answer_at = torch.tensor([width - len(r) for r in responses], device=hidden[0].device)
+            embedded = _pass_mean(hidden[0][torch.arange(len(batch) * passes, device=answer_at.device),
+                                             answer_at.repeat(passes)], passes)
         targets = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, response in enumerate(responses):
@@ -263,12 +305,14 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
         token_nlls = token_nll(logits, targets.expand(passes, -1, -1))
         token_entropies = token_entropy(logits)
         return ((token_nlls * mask).sum(-1).cpu().double().numpy(),
-                (token_entropies * mask).sum(-1).cpu().double().numpy())
+                (token_entropies * mask).sum(-1).cpu().double().numpy(), embedded)
 
-    runs_model = lambda batch: any(response_ids[i] for i in batch)  # noqa: E731
-    for batch, (batch_nll, batch_entropy) in zip(batches, run_batches(model, batches, work, processes, desc,
-                                                                       runs_model)):
+    runs_model = lambda batch: embeddings is not None or any(response_ids[i] for i in batch)  # noqa: E731
+    for batch, (batch_nll, batch_entropy, embedded) in zip(batches, run_batches(model, batches, work, processes,
+                                                                                 desc, runs_model)):
         nll[:, batch], entropy[:, batch] = batch_nll, batch_entropy
+        if embedded is not None:
+            embeddings[batch] = embedded
     return nll, entropy
 
 
@@ -329,13 +373,16 @@ class ScoringOptions:
     max_prompt_tokens: int = 1024
     generation_batch_size: int = 16
     processes: Processes = SINGLE  # the batches are shared out among these (engine.distributed)
+    embeddings: bool = False  # also keep the answer position's last hidden state (Scores.embeddings)
 
 
-def run_scoring_options(config, passes: int = 1, gold_pe: bool = False,
+def run_scoring_options(config, passes: int = 1, gold_pe: bool = False, embeddings: bool = False,
                         processes: Processes = SINGLE) -> ScoringOptions:
-    """How a run scores: its batch size and prompt cut, with `passes` (MC dropout) and gold PE as asked."""
+    """How a run scores: its batch size and prompt cut, with `passes` (MC dropout), gold PE and
+    hidden states as asked."""
     return ScoringOptions(batch_size=config.score_batch_size, passes=passes, gold_pe=gold_pe,
-                          max_prompt_tokens=config.train.max_prompt_tokens, processes=processes)
+                          max_prompt_tokens=config.train.max_prompt_tokens, embeddings=embeddings,
+                          processes=processes)
 
 
 def score_examples(model, tokenizer, task, examples, options: ScoringOptions, desc=None) -> Scores:
@@ -349,25 +396,34 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
 
 
 def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) -> Scores:
+    scores, hidden = _score_and_embed(model, tokenizer, task, examples, options, desc, mc)
+    scores.embeddings = hidden
+    return scores
+
+
+def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, desc, mc):
+    """The scores, and the answer-position hidden states [n, hidden] when asked (else None)."""
     prompts = [encode_prompt(tokenizer, ex.prompt, options.max_prompt_tokens) for ex in examples]
     golds = [ex.gold for ex in examples]
     pad = tokenizer.pad_token_id
+    hidden = (np.zeros((len(examples), model.get_output_embeddings().in_features), dtype=np.float32)
+              if options.embeddings else None)
     if task.answer_type == "label":
         continuations = [task.label_target(label) for label in task.labels]
         single = _single_token_ids(tokenizer, examples[0].prompt, continuations)
         if single is not None:
             with mc:
                 label_logprobs, me = next_token_stats(model, prompts, single, pad, options.batch_size,
-                                                      options.passes, desc, options.processes)
-            return _label_scores(task, examples, label_logprobs, me, golds)
+                                                      options.passes, desc, options.processes, hidden)
+            return _label_scores(task, examples, label_logprobs, me, golds), hidden
         return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
-                                         options, desc, mc)
+                                         options, desc, mc, hidden), hidden
     responses = generate_greedy(model, tokenizer, prompts, task.max_new_tokens,
                                 options.generation_batch_size, task.answer_complete,
                                 desc and f"{desc} (generate)", options.processes)
     with mc:
         pe, me = response_stats(model, prompts, responses, pad, options.generation_batch_size,
-                                options.passes, desc and f"{desc} (score)", options.processes)
+                                options.passes, desc and f"{desc} (score)", options.processes, hidden)
         pe_gold = None
         if options.gold_pe:
             gold_ids = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos=True).target_ids
@@ -380,7 +436,7 @@ def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) 
     confidence = np.exp(-pe.mean(axis=0) / n_tokens)  # geometric-mean token probability
     correct = np.array([g is not None and task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
     return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold,
-                  responses=texts)
+                  responses=texts), hidden
 
 
 def _label_scores(task, examples, label_logprobs, me, golds) -> Scores:
@@ -395,7 +451,9 @@ def _label_scores(task, examples, label_logprobs, me, golds) -> Scores:
     pe = -label_logprobs[:, rows, choice]
     pe_gold = -label_logprobs[:, rows, gold_index] if all(g is not None for g in golds) else None
     correct = (choice == gold_index) & (gold_index >= 0)
-    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold)
+    label_probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold,
+                  label_probs=label_probs)
 
 
 def _label_index(task, gold: str | None) -> int:
@@ -406,8 +464,10 @@ def _label_index(task, gold: str | None) -> int:
 
 
 def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations, options,
-                              desc, mc) -> Scores:
-    """Labels of several tokens: score every label sequence, ME over the chosen label's tokens."""
+                              desc, mc, hidden=None) -> Scores:
+    """Labels of several tokens: score every label sequence, ME over the chosen label's tokens.
+
+    `hidden` (the prompt's last position, the same whatever follows) is filled by the first label's pass."""
     pad = tokenizer.pad_token_id
     n, n_labels = len(examples), len(continuations)
     label_logprobs = np.zeros((options.passes, n, n_labels))
@@ -416,7 +476,8 @@ def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continu
         for j, text in enumerate(continuations):
             ids = [encode_pair(tokenizer, ex.prompt, text).target_ids for ex in examples]
             nll, entropy = response_stats(model, prompts, ids, pad, options.batch_size, options.passes,
-                                          desc and f"{desc} ({task.labels[j]})", options.processes)
+                                          desc and f"{desc} ({task.labels[j]})", options.processes,
+                                          hidden if j == 0 else None)
             label_logprobs[:, :, j], label_entropy[:, :, j] = -nll, entropy
     scores = _label_scores(task, examples, label_logprobs, np.zeros((options.passes, n)),
                            [ex.gold for ex in examples])

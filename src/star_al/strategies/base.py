@@ -4,6 +4,9 @@ A strategy declares the scores it needs (`Needs`); the loop hands it a `ScoreVie
 the unlabeled candidates that computes those scores the first time they are asked for,
 so a strategy that needs none (random) costs no forward pass, and a wrapper that keeps
 only some candidates (subsampling) scores only those. Strategies are pure array work.
+Diversity strategies also read the candidates' hidden states (`Needs.embeddings`), which
+the same scoring pass returns; those that measure distance to the labeled set
+(`labeled_embeddings`) have the labeled examples scored in that pass too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from star_al.errors import StarError
 
 # The measures a view can give: maximum entropy, predictive entropy of the model's own
 # answer (label-free), and predictive entropy of the gold answer (simulations only).
@@ -28,9 +33,14 @@ class Needs:
     tuned: frozenset[str] = frozenset()
     base: frozenset[str] = frozenset()
     passes: int = 1
+    embeddings: bool = False          # the candidates' answer-position hidden states
+    labeled_embeddings: bool = False  # the labeled set's too (scored in the same pass)
+    answer_probs: bool = False        # the allowed answers' probabilities (tasks with fixed answers)
 
     def __or__(self, other: "Needs") -> "Needs":
-        return Needs(self.tuned | other.tuned, self.base | other.base, max(self.passes, other.passes))
+        return Needs(self.tuned | other.tuned, self.base | other.base, max(self.passes, other.passes),
+                     self.embeddings or other.embeddings, self.labeled_embeddings or other.labeled_embeddings,
+                     self.answer_probs or other.answer_probs)
 
     @property
     def any(self) -> bool:
@@ -55,6 +65,8 @@ class Query:
     info: dict = field(default_factory=dict)
 
 
+# `scorer(ids, needs)`: each measure [passes, n]; with needs.embeddings also "embeddings" [n, hidden],
+# and "label_probs" [n, n_labels] on tasks with fixed answers.
 Scorer = Callable[[np.ndarray, Needs], dict[str, np.ndarray]]
 
 
@@ -63,29 +75,63 @@ class ScoreView:
 
     `scorer(ids, needs)` returns every measure it computed, each [passes, n]; `base` holds
     the frozen base model's scores over the whole pool (ids and one array per measure);
-    `stream(purpose)` gives this query's random stream for a purpose.
+    `stream(purpose)` gives this query's random stream for a purpose; `labeled_ids` are
+    the labeled set, embedded with the candidates when a strategy needs it.
     """
 
     def __init__(self, ids: np.ndarray, query_index: int, needs: Needs, scorer: Scorer | None,
                  base: dict[str, np.ndarray] | None, stream: Callable[[int], np.random.Generator],
-                 _record: dict | None = None):
+                 labeled_ids: np.ndarray | None = None, _record: dict | None = None):
         self.ids = np.asarray(ids)
         self.query_index = query_index  # t = 0 for the first query after the warm start
         self.needs, self._scorer, self._base, self.stream = needs, scorer, base, stream
+        self.labeled_ids = np.asarray(labeled_ids if labeled_ids is not None else [], dtype=np.int64)
         self._record = _record if _record is not None else {}
 
     def subset(self, ids: np.ndarray) -> "ScoreView":
         """A view of some of these candidates (nothing scored yet), sharing the record of what was scored."""
-        return ScoreView(ids, self.query_index, self.needs, self._scorer, self._base, self.stream, self._record)
+        return ScoreView(ids, self.query_index, self.needs, self._scorer, self._base, self.stream,
+                         self.labeled_ids, self._record)
+
+    def _scores(self) -> dict:
+        """Score the candidates (and the labeled set, when its embeddings are needed) once."""
+        if self._record.get("ids") is not self.ids:
+            n = len(self.ids)
+            ids = np.concatenate([self.ids, self.labeled_ids]) if self.needs.labeled_embeddings else self.ids
+            computed = self._scorer(ids, self.needs)
+            self._record.clear()
+            self._record.update(ids=self.ids, scores={m: a[:, :n] for m, a in computed.items() if m in MEASURES},
+                                features={k: a for k, a in computed.items() if k not in MEASURES}, n=n)
+        return self._record
 
     def tuned(self, measure: str) -> np.ndarray:
         """[passes, n]: the current model's `measure` of every candidate, one row per pass."""
         if measure not in self.needs.tuned:
             raise ValueError(f"the strategy did not declare the tuned measure {measure!r} it reads")
-        if self._record.get("ids") is not self.ids:
-            self._record.clear()
-            self._record.update(ids=self.ids, scores=self._scorer(self.ids, self.needs))
-        return self._record["scores"][measure]
+        return self._scores()["scores"][measure]
+
+    def embeddings(self) -> np.ndarray:
+        """[n, hidden]: each candidate's last hidden state at the answer position (same pass as the scores)."""
+        if not self.needs.embeddings:
+            raise ValueError("the strategy did not declare that it reads embeddings")
+        record = self._scores()
+        return record["features"]["embeddings"][:record["n"]]
+
+    def labeled_embeddings(self) -> np.ndarray:
+        """[labeled, hidden]: the labeled examples' hidden states under the same model."""
+        if not self.needs.labeled_embeddings:
+            raise ValueError("the strategy did not declare that it reads the labeled set's embeddings")
+        record = self._scores()
+        return record["features"]["embeddings"][record["n"]:]
+
+    def answer_probs(self) -> np.ndarray:
+        """[n, n_labels]: the current model's probabilities of the allowed answers (mean over passes)."""
+        if not self.needs.answer_probs:
+            raise ValueError("the strategy did not declare that it reads answer probabilities")
+        record = self._scores()
+        if "label_probs" not in record["features"]:
+            raise StarError("this strategy needs a task with a fixed set of answers (labels), not free text")
+        return record["features"]["label_probs"][:record["n"]]
 
     def base(self, measure: str) -> np.ndarray:
         """[n]: the frozen base model's `measure` of every candidate."""

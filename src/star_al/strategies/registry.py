@@ -13,6 +13,7 @@ from typing import Callable
 from star_al.errors import StarError
 from star_al.registry import Registry
 from star_al.strategies.base import ScoredStrategy, Strategy
+from star_al.strategies.diversity import Badge, ClusterTopK, Coreset, CoresetShortlist, KMeansCentroids, TypiClust
 from star_al.strategies.random import RandomStrategy
 from star_al.strategies.subsample import Subsample
 from star_al.strategies.uncertainty import Dynamic, MCDropout, Uncertainty
@@ -33,10 +34,11 @@ class Component:
     """A recipe switch: how it wraps selection, and what it asks of training."""
 
     help: str
-    wrap: Callable[[ScoredStrategy, object], ScoredStrategy] | None = None
+    wrap: Callable[[ScoredStrategy, object], Strategy] | None = None
     decays: bool = False          # training decays the adapter's B side (L2 on B): a method with one
     needs_adapter: bool = False   # only meaningful with a PEFT adapter, refused with --finetune full
     needs_dropout: bool = False   # needs a method with dropout, and that dropout above 0
+    diversity: bool = False       # picks the batch from the ranked scores (one at most, wraps last)
 
 
 STRATEGIES: Registry[StrategyEntry] = Registry("strategy")
@@ -45,6 +47,14 @@ STRATEGIES.add("me", StrategyEntry(lambda config: Uncertainty("me"), True, "maxi
 STRATEGIES.add("pe", StrategyEntry(
     lambda config: Uncertainty("pe_gold" if config.pe_mode == "gold" else "pe"), True,
     "predictive entropy of the model's own answer (--pe-mode gold: of the gold answer)"))
+STRATEGIES.add("kmeans", StrategyEntry(lambda config: KMeansCentroids(), False,
+                                       "k-means on hidden states into k clusters, the point nearest each centre"))
+STRATEGIES.add("coreset", StrategyEntry(lambda config: Coreset(), False,
+                                        "greedy k-center on hidden states from the labeled set (Sener & Savarese 2018)"))
+STRATEGIES.add("typiclust", StrategyEntry(lambda config: TypiClust(), False,
+                                          "most typical point of the largest uncovered clusters (Hacohen et al. 2022)"))
+STRATEGIES.add("badge", StrategyEntry(lambda config: Badge(), False,
+                                      "k-means++ on last-layer gradient embeddings (Ash et al. 2020); label tasks"))
 
 COMPONENTS: Registry[Component] = Registry("strategy component")
 COMPONENTS.add("dynamic", Component("mix base and tuned model scores with a decreasing lambda",
@@ -53,6 +63,11 @@ COMPONENTS.add("mc", Component("mean over K passes with the LoRA dropout on (--m
                                wrap=lambda inner, config: MCDropout(inner, config.mc_passes),
                                needs_adapter=True, needs_dropout=True))
 COMPONENTS.add("l2", Component("weight decay on LoRA B only (--b-decay-strength)", decays=True, needs_adapter=True))
+# Diversity components come last in the registry: they wrap the finished ranker (and its mix).
+COMPONENTS.add("kmeans", Component("k-means on hidden states into k clusters, the top-scoring candidate of each",
+                                   wrap=lambda inner, config: ClusterTopK(inner), diversity=True))
+COMPONENTS.add("coreset", Component("greedy k-center among the 10 k top-scoring candidates",
+                                    wrap=lambda inner, config: CoresetShortlist(inner), diversity=True))
 
 ALIASES = {"star": ("dynamic", "mc", "l2")}
 
@@ -81,8 +96,13 @@ class Recipe:
                 raise StarError(f"in strategy {name!r}: {COMPONENTS.unknown(part)} (or {', '.join(ALIASES)})")
         if on and not STRATEGIES.get(parts[0]).ranks:
             ranking = [n for n, entry in STRATEGIES.items() if entry.ranks]
+            diverse = [n for n, entry in STRATEGIES.items() if not entry.ranks and n != "random"]
             raise StarError(f"strategy {name!r}: components combine with a strategy that ranks "
-                            f"({', '.join(ranking)}), not {parts[0]}")
+                            f"({', '.join(ranking)}), not {parts[0]}; for a diverse batch without "
+                            f"scores use {', '.join(diverse)} alone")
+        diversity = [c for c in COMPONENTS if c in on and COMPONENTS.get(c).diversity]
+        if len(diversity) > 1:
+            raise StarError(f"strategy {name!r}: one diversity component at most, not {' and '.join(diversity)}")
         return cls(parts[0], tuple(c for c in COMPONENTS if c in on))
 
     @property
@@ -91,7 +111,7 @@ class Recipe:
         for alias, members in ALIASES.items():
             if set(members) <= set(self.components):
                 rest = [c for c in self.components if c not in members]
-                return "+".join([self.strategy, *rest, alias])
+                return "+".join([self.strategy, alias, *rest])
         return "+".join([self.strategy, *self.components])
 
     def uses(self, component: str) -> bool:
