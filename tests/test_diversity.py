@@ -9,7 +9,6 @@ import torch
 
 from star_al.al.loop import ActiveLearningRun
 from star_al.al.run_dir import RunDir, load_npz
-from star_al.config import RunConfig
 from star_al.data.batching import encode_pair, encode_prompt
 from star_al.data.tasks import load_examples, load_task
 from star_al.engine.scoring import ScoringOptions, score_examples
@@ -20,6 +19,8 @@ from star_al.strategies.diversity import (Badge, ClusterTopK, KMeansCentroids, g
                                           kmeans, kmeans_pp_seeds, top_per_cluster, typicality, typiclust_picks)
 from star_al.strategies.uncertainty import Uncertainty
 from conftest import TEST_DEVICE
+from test_loop import run, sst2_data  # noqa: F401 (a fixture)
+from test_loop import smoke_config as loop_config
 
 
 # -- the hand-written pieces, on answers worked out by hand --------------------------------
@@ -195,24 +196,9 @@ def test_a_generation_task_embeds_the_prompts_last_position_and_mc_passes_averag
 
 # -- whole runs --------------------------------------------------------------------------------
 
-@pytest.fixture
-def sst2_data(data_root):
-    task = load_task("sst2")
-    return task, load_examples(task, "train", data_root=str(data_root))[:60], \
-        load_examples(task, "test", data_root=str(data_root))[:10]
-
-
 def smoke_config(strategy, **changes):
-    values = dict(task="sst2", strategy=strategy, seed=3, preset="smoke", warm_start=4, query_size=3,
-                  n_rounds=2, pool_size=30, mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.2),
-                  train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3))
-    values.update(changes)
-    return RunConfig(**values).validate()
-
-
-def run(config, backbone, data, path, oracle=None):
-    task, pool, test = data
-    return ActiveLearningRun(config, task, pool, test, backbone, RunDir(path), oracle=oracle).run()
+    """test_loop's tiny run, two query rounds."""
+    return loop_config(strategy, **{"n_rounds": 2, **changes})
 
 
 def picks(rounds):

@@ -15,6 +15,7 @@ from star_al.engine.scoring import ScoringOptions, lora_dropout_active, score_ex
 from star_al.engine.training import LoraSettings, TrainSettings, optimizer_groups, train_adapter
 from star_al.errors import StarError
 from star_al.models.adapters import ADAPTERS, load_adapter, saved_method
+from test_scoring_and_training import nonzero_b
 
 SETTINGS = LoraSettings(rank=4, alpha=8, dropout=0.1)
 
@@ -85,10 +86,7 @@ def test_dora_runs_on_peft_forward_and_its_mc_passes_draw_dropout(tiny_backbone,
     _, fast_linear = _lora_linear_class()
     assert not any(isinstance(m, (fast_linear, BitDropout)) for m in peft_model.modules())
     assert any("lora_magnitude_vector" in n for n, _ in peft_model.named_parameters())
-    for name, param in peft_model.named_parameters():  # make B non-zero so dropout shows
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.eval()
+    nonzero_b(peft_model)
     tok = tiny_backbone.tokenizer
     torch.manual_seed(0)
     mc = score_examples(peft_model, tok, task, pool[:6], ScoringOptions(passes=3, batch_size=4))

@@ -137,13 +137,18 @@ def test_fresh_adapter_starts_from_the_untouched_base(tiny_backbone, sst2):
         torch.testing.assert_close(param, before[name])
 
 
-def test_mc_passes_differ_only_with_lora_dropout_switched_on(tiny_backbone, sst2):
-    task, examples = sst2
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.5), 0)
-    for name, param in peft_model.named_parameters():  # make B non-zero so dropout shows
+def nonzero_b(peft_model):
+    """B starts at zero, so dropout on the LoRA branch would change nothing: give B weights, go to eval."""
+    for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
     peft_model.eval()
+
+
+def test_mc_passes_differ_only_with_lora_dropout_switched_on(tiny_backbone, sst2):
+    task, examples = sst2
+    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.5), 0)
+    nonzero_b(peft_model)
     tok = tiny_backbone.tokenizer
     torch.manual_seed(0)
     mc = score_examples(peft_model, tok, task, examples[:6], ScoringOptions(passes=3, batch_size=4))
