@@ -73,8 +73,8 @@ def test_star_run_smoke_writes_rounds(tmp_path, data_root):
 
 def test_train_then_eval_with_the_saved_adapter(tmp_path, data_root):
     out = tmp_path / "T"
-    star("train", "--task", "sst2", "--n-train", "16", "--epochs", "1", "--min-steps", "0", "--limit", "24", "--no-baseline",
-         "--out", str(out), "--data-root", str(data_root))
+    star("train", "--task", "sst2", "--n-train", "16", "--epochs", "1", "--min-steps", "0", "--limit", "24",
+         "--no-baseline", "--out", str(out), "--data-root", str(data_root))
     tuned = json.loads((out / "summary.json").read_text())["tuned"]["accuracy"]
     result = star("eval", "--task", "sst2", "--adapter", str(out / "adapter"), "--limit", "24",
                   "--out", str(tmp_path / "E"), "--data-root", str(data_root))
