@@ -15,8 +15,8 @@ from star_al.engine.scoring import ScoringOptions, score_examples
 from star_al.engine.training import LoraSettings, TrainSettings
 from star_al.errors import StarError
 from star_al.strategies.base import Needs, ScoreView
-from star_al.strategies.diversity import (Badge, ClusterTopK, KMeansCentroids, gradient_embedding, k_center_greedy,
-                                          kmeans, kmeans_pp_seeds, top_per_cluster, typicality, typiclust_picks)
+from star_al.strategies.diversity import (Badge, ClusterTopK, KMeansCentroids, RankOne, k_center_greedy, kmeans,
+                                          kmeans_pp_seeds, top_per_cluster, typicality, typiclust_picks)
 from star_al.strategies.uncertainty import Uncertainty
 from conftest import TEST_DEVICE
 from test_loop import run, sst2_data  # noqa: F401 (a fixture)
@@ -62,9 +62,16 @@ def test_badge_seeding_goes_on_uniformly_when_every_weight_is_zero():
     assert seeds[:2] == [0, 3] and sorted(seeds) == [0, 1, 2, 3]
 
 
-def test_gradient_embedding_is_the_residual_outer_the_hidden_state():
-    embedding = gradient_embedding(np.array([[0.7, 0.3]]), np.array([[1.0, 2.0]]))
-    np.testing.assert_allclose(embedding, [[-0.3, -0.6, 0.3, 0.6]])  # (p - onehot(0)) = (-0.3, 0.3)
+def test_rank_one_points_measure_what_their_outer_products_measure():
+    rng = np.random.default_rng(4)
+    points = RankOne(rng.normal(size=(7, 5)), rng.normal(size=(7, 3)))
+    dense = points.dense()
+    np.testing.assert_allclose(dense[2], np.outer(points.left[2], points.right[2]).ravel())
+    np.testing.assert_allclose(points.norms(), np.linalg.norm(dense, axis=1))
+    for position in (0, 4):
+        np.testing.assert_allclose(points.squared_distances_to(position), ((dense - dense[position]) ** 2).sum(1),
+                                   atol=1e-9)
+    assert kmeans_pp_seeds(points, 4, np.random.default_rng(9)) == kmeans_pp_seeds(dense, 4, np.random.default_rng(9))
 
 
 def test_typicality_is_one_over_the_mean_distance_to_the_nearest_neighbours():
@@ -104,7 +111,7 @@ def test_kmeans_selection_takes_one_candidate_per_well_separated_cluster():
     assert sorted(picked) == [0, 6, 12]
 
 
-def view_over(points, scores=None, answer_probs=None):
+def view_over(points, scores=None, answer_probs=None, gradients=None):
     ids = np.arange(100, 100 + len(points))
 
     def scorer(scored_ids, needs):
@@ -114,6 +121,8 @@ def view_over(points, scores=None, answer_probs=None):
             out["me"] = scores[None, rows]
         if answer_probs is not None:
             out["label_probs"] = answer_probs[rows]
+        if gradients is not None:
+            out["gradient_g"], out["gradient_a"] = gradients[0][rows], gradients[1][rows]
         return out
 
     return lambda strategy: ScoreView(ids, 1, strategy.needs, scorer, None, lambda p: np.random.default_rng(p))
@@ -132,15 +141,15 @@ def test_kmeans_component_and_strategy_pick_one_per_cluster_deterministically():
     assert sorted(truth[np.array(picks) - 100]) == [0, 1, 2]
 
 
-def test_badge_needs_answer_probabilities_and_refuses_a_free_text_task():
+def test_badge_seeds_on_the_gradient_factors_starting_at_the_largest_gradient():
     points, _ = separated_clusters()
+    rng = np.random.default_rng(2)
+    g, a = rng.normal(size=(18, 6)), rng.normal(size=(18, 4))
     badge = Badge()
-    with pytest.raises(StarError, match="fixed set of answers"):
-        badge.select(view_over(points)(badge), 3, np.random.default_rng(0))
-    probs = np.random.default_rng(2).dirichlet([1, 1], size=18)
-    query = badge.select(view_over(points, answer_probs=probs)(badge), 3, np.random.default_rng(0))
-    norms = np.linalg.norm(gradient_embedding(probs, points), axis=1)
+    query = badge.select(view_over(points, gradients=(g, a))(badge), 3, np.random.default_rng(0))
+    norms = np.linalg.norm(g, axis=1) * np.linalg.norm(a, axis=1)
     assert query.ids[0] == 100 + int(np.argmax(norms)) and len(set(query.ids)) == 3
+    assert query.ids == [100 + p for p in kmeans_pp_seeds(RankOne(g, a), 3, np.random.default_rng(0))]
 
 
 # -- the scoring pass keeps the answer position's hidden state -----------------------------
@@ -224,7 +233,7 @@ def test_the_default_recipes_select_what_they_selected_before(tiny_backbone_fact
 
 
 @pytest.mark.parametrize("strategy,warm", [("me+star+kmeans", "me+kmeans"), ("coreset", "typiclust"),
-                                           ("badge", "kmeans"), ("typiclust", "coreset"),
+                                           ("typiclust", "coreset"),
                                            ("pe+coreset", "pe")])
 def test_a_diverse_recipe_and_a_cold_start_run_end_to_end_and_repeat_exactly(tiny_backbone_factory, sst2_data,
                                                                             tmp_path, strategy, warm):

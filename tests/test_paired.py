@@ -67,6 +67,25 @@ def test_report_prints_paired_intervals_against_random_and_me(tmp_path):
     assert "## Paired comparisons" in text and "me+star - me" in text and "me+star - random" in text
 
 
+def test_a_cold_start_or_another_method_is_its_own_row_and_pairs_against_any_reference(tmp_path):
+    root = tmp_path / "runs"
+    for seed, base in enumerate([0.60, 0.70, 0.80]):
+        make_run(root, "sst2", "random", seed, [base] * 3)
+        make_run(root, "sst2", "me+star", seed, [base + 0.02] * 3)
+        cold = make_run(root / "cold", "sst2", "me+star", seed, [base + 0.03 + 0.01 * seed] * 3)
+        dora = make_run(root / "dora", "sst2", "me+star", seed, [base + 0.01] * 3)
+        for run_dir, change in ((cold, {"warm_start_by": "me+kmeans"}), (dora, {"finetune": "dora"})):
+            config = json.loads((run_dir / "config.json").read_text())
+            (run_dir / "config.json").write_text(json.dumps({**config, **change}))
+    rows = {(s, r): stat for _, s, r, stat in paired_rows(find_runs([root]), ("random", "me+star"))}
+    assert set(rows) == {("me+star", "random"), ("me+star-dora", "random"), ("me+star-warm:me+kmeans", "random"),
+                         ("me+star-dora", "me+star"), ("me+star-warm:me+kmeans", "me+star")}
+    assert rows[("me+star-warm:me+kmeans", "me+star")].mean == pytest.approx(2.0)
+    assert rows[("me+star-dora", "me+star")].mean == pytest.approx(-1.0)
+    text = write_report([root], tmp_path / "out", against=["random", "me+star"])
+    assert "me+star-warm:me+kmeans - me+star" in text and "me+star-dora - random" in text
+
+
 def test_report_uses_saved_predictions_for_the_sentence_bootstrap(tmp_path):
     root = tmp_path / "runs"
     for strategy, flips in (("random", 0), ("me", 3)):

@@ -121,6 +121,9 @@ def contract_view(strategy, n=40, gold_raises=True, seed=0):
         if needs.embeddings:
             rows = np.searchsorted(every_id, scored_ids)
             scored.update(embeddings=embeddings[rows], label_probs=answers[rows])
+        if needs.gradients:
+            rows = np.searchsorted(every_id, scored_ids)
+            scored.update(gradient_g=embeddings[rows], gradient_a=answers[rows])
         return scored
 
     return ScoreView(ids, 1, strategy.needs, scorer, {"ids": ids, **base}, lambda p: np.random.default_rng([seed, p]),
@@ -146,7 +149,7 @@ def test_every_registered_strategy_meets_the_contract(name, pool_subsample):
         again = strategy.select(contract_view(strategy, gold_raises=strategy.label_free), 8, np.random.default_rng(3))
         assert again.ids == query.ids
         # a ranked strategy queries its k highest candidate scores (a diverse batch need not)
-        if query.candidate_scores is not None and not strategy.needs.embeddings:
+        if query.candidate_scores is not None and not (strategy.needs.embeddings or strategy.needs.gradients):
             assert sorted(query.scores, reverse=True) == query.scores
             assert min(query.scores) >= np.sort(query.candidate_scores)[-8]
         # k larger than the candidates is refused

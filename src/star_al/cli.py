@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stopping", nargs="?", const="stability:0.99,uncertainty:0.5,plateau:1", default=None,
                     metavar="CRITERIA", help="mark where each stopping criterion would have ended each curve "
                                              "(default stability:0.99,uncertainty:0.5,plateau:1)")
+    rp.add_argument("--against", default="random,me", metavar="STRATEGIES",
+                    help="the references of the paired comparisons: every strategy minus each of these "
+                         "(default random,me)")
     rp.add_argument("--variance", action="store_true",
                     help="split each round's variance into seed, training run (--train-seed) and test sample; "
                          "writes variance.md")
@@ -669,8 +672,8 @@ def cmd_report(args) -> None:
         print(write_variance_report(args.runs, out))
         print(f"wrote {out / 'variance.md'}", file=sys.stderr)
         return
-    text = write_report(args.runs, out, calibration=args.calibration,
-                        include_unfinished=args.include_unfinished, stopping=args.stopping)
+    text = write_report(args.runs, out, calibration=args.calibration, include_unfinished=args.include_unfinished,
+                        stopping=args.stopping, against=[name.strip() for name in args.against.split(",") if name.strip()])
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
 

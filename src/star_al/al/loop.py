@@ -34,7 +34,8 @@ from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import Execution
 from star_al.engine.evaluation import evaluate, write_predictions
-from star_al.engine.scoring import run_scoring_options, score_examples
+from star_al.engine.gradients import check_gradient_embedding
+from star_al.engine.scoring import one_token_answers, run_scoring_options, score_examples
 from star_al.errors import StarError
 from star_al.log import eta, log, run_log
 from star_al.labeling.ledger import LabelLedger
@@ -72,8 +73,13 @@ class ActiveLearningRun:
         if not self.strategy.label_free and not self.oracle.simulated:
             raise StarError(f"strategy {config.strategy!r} reads gold answers (pe_mode 'gold'), which only a "
                             "simulation has; use pe_mode 'label-free' when people label")
-        if self.strategy.needs.answer_probs and task.answer_type != "label":
+        if (self.strategy.needs.answer_probs or self.strategy.needs.gradients) and task.answer_type != "label":
             raise StarError(f"strategy {config.strategy!r} needs a task with a fixed set of answers, not {task.name}")
+        if self.strategy.needs.gradients:
+            check_gradient_embedding(backbone.model, config.finetune, config.lora.target_modules)
+            if pool and not one_token_answers(backbone.tokenizer, task, pool[0].prompt):
+                raise StarError(f"strategy {config.strategy!r} needs answers of one token each; "
+                                f"{task.name}'s labels take more under this tokenizer")
         self.pool_ids = choose_pool(config, pool)
         self.adapter.check_targets(backbone.model, config.lora)
         self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
@@ -204,7 +210,8 @@ class ActiveLearningRun:
         """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
         config = self.config
         options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned,
-                                      embeddings=needs.embeddings, processes=self.processes)
+                                      embeddings=needs.embeddings, processes=self.processes,
+                                      gradients=needs.gradients)
         torch.manual_seed(config.seed * 1000 + 500 + round_index)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
                                 options, desc=f"round {round_index}: score pool")
@@ -215,6 +222,8 @@ class ActiveLearningRun:
             measures["embeddings"] = scores.embeddings
             if scores.label_probs is not None:
                 measures["label_probs"] = scores.label_probs
+        if needs.gradients:  # BADGE's gradient embedding, as its two factors
+            measures["gradient_g"], measures["gradient_a"] = scores.gradients
         return measures
 
     def _save_scores(self, round_index: int, view: ScoreView, query: Query, base) -> None:

@@ -44,11 +44,14 @@ class Run:
 
     @property
     def strategy(self) -> str:
-        """The recipe, with the adapter method where it is not LoRA (me+star-dora), so one report
-        can set methods side by side; full fine-tuning keeps the plain name, which `star figure1`
-        pairs with the LoRA runs'."""
+        """The recipe, with the adapter method where it is not LoRA (me+star-dora) and the warm
+        start where it is not random (me+star-warm:me+kmeans), so one report can set them side
+        by side; full fine-tuning keeps the plain name, which `star figure1` pairs with the LoRA
+        runs'."""
         method = self.config.get("finetune", "lora")
-        return str(self.config["strategy"]) + ("" if method in ("lora", "full") else f"-{method}")
+        warm = self.config.get("warm_start_by", "random")
+        return (str(self.config["strategy"]) + ("" if method in ("lora", "full") else f"-{method}")
+                + ("" if warm == "random" else f"-warm:{warm}"))
 
     @property
     def seed(self):
@@ -279,9 +282,10 @@ def _interval(interval) -> str:
     return "n/a" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
 
 
-def paired_table(runs) -> str:
-    """The paired comparisons: AUC differences in points, per seed, with three intervals."""
-    rows = paired_rows(runs)
+def paired_table(runs, references=("random", "me")) -> str:
+    """The paired comparisons: AUC differences in points, per seed, with three intervals, of
+    every strategy against each of `references` present."""
+    rows = paired_rows(runs, tuple(references))
     if not rows:
         return ""
     body = [[task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
@@ -289,7 +293,8 @@ def paired_table(runs) -> str:
              _interval(stat.bootstrap_interval), _interval(stat.sentence_interval),
              "n/a" if stat.seeds_needed is None else str(stat.seeds_needed)]
             for task, strategy, reference, stat in rows]
-    caption = ("AUC difference in points, paired by seed (same warm start, pool and test set): mean and "
+    caption = ("AUC difference in points, paired by seed (same pool and test set, and the same warm start "
+               "unless a run chooses its own): mean and "
                "sd over seeds, 95% t interval, 95% paired bootstrap over seeds, 95% paired bootstrap over "
                "test sentences (where predictions are on disk), and the seeds a difference of this size "
                "needs for the t interval to exclude 0.")
@@ -427,9 +432,10 @@ def write_points_csv(runs, path) -> None:
 
 
 def write_report(paths, out_dir, calibration: bool = False, include_unfinished: bool = False,
-                 baseline: str = "random", stopping: str | None = None) -> str:
+                 baseline: str = "random", stopping: str | None = None, against=("random", "me")) -> str:
     """Find the runs under `paths`, write report.md, curves.png and points.csv into
-    `out_dir`, and return the report's Markdown for the caller to print.
+    `out_dir`, and return the report's Markdown for the caller to print. The paired
+    comparisons set every strategy against each of `against`.
 
     Unfinished runs are left out of the table, curves and calibration unless
     include_unfinished; points.csv always lists every run, with a 'finished' column.
@@ -449,7 +455,7 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     write_points_csv(all_runs, out_dir / "points.csv")
 
     parts = ["# Active learning report", markdown_table(summarise(runs, baseline), baseline)]
-    comparisons = paired_table(runs)
+    comparisons = paired_table(runs, against)
     if comparisons:
         parts.append("## Paired comparisons\n\n" + comparisons)
     if skipped:

@@ -7,7 +7,8 @@ model's own response; and PE over the gold response, for simulations). With
 one batch of K copies of each row (MC dropout, docs/method.md 3.2); scores keep a leading
 K axis and acquisition reduces it. On request (`ScoringOptions.embeddings`) the same
 pass also keeps each example's last hidden state at the answer position, for the
-diversity strategies (docs/method.md 9).
+diversity strategies, and (`ScoringOptions.gradients`) the factors of BADGE's gradient
+embedding on the adapter (engine/gradients.py; docs/method.md 9).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
 from star_al.engine.distributed import SINGLE, Processes
+from star_al.engine.gradients import gradient_factors, tail_inputs
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 from star_al.errors import StarError
 from star_al.log import quiet
@@ -47,6 +49,7 @@ class Scores:
     responses: list[str] | None = None  # generated text, for number and text tasks
     label_probs: np.ndarray | None = None  # [n, n_labels]: allowed-label probabilities (label tasks)
     embeddings: np.ndarray | None = None   # [n, hidden]: answer-position hidden states, when asked
+    gradients: tuple[np.ndarray, np.ndarray] | None = None  # BADGE's (g [n, hidden], a [n, r]), when asked
 
 
 @contextmanager
@@ -212,6 +215,11 @@ def _single_token_ids(tokenizer, prompt: str, continuations: list[str]) -> list[
     return [seq[0] for seq in ids] if all(len(seq) == 1 for seq in ids) else None
 
 
+def one_token_answers(tokenizer, task, prompt: str) -> bool:
+    """Whether every allowed answer of a label task is a single token after this prompt."""
+    return _single_token_ids(tokenizer, prompt, [task.label_target(label) for label in task.labels]) is not None
+
+
 def run_batches(model, batches: list[list[int]], work, processes: Processes = SINGLE, desc=None,
                 runs_model=lambda batch: True) -> list:
     """work(batch) for every batch, in order: this process computes its share, the rest is gathered.
@@ -235,12 +243,13 @@ def run_batches(model, batches: list[list[int]], work, processes: Processes = SI
 
 @torch.inference_mode()
 def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, passes=1, desc=None,
-                     processes: Processes = SINGLE, embeddings=None):
+                     processes: Processes = SINGLE, embeddings=None, gradients=None):
     """Log-probabilities of the label tokens and full-vocabulary entropy after each prompt.
 
     Returns ([passes, n, n_labels], [passes, n]). Only the last position's logits are
     computed, since one-token answers need nothing else. An `embeddings` array [n, hidden]
-    is filled with the last hidden state at that position (the mean over the passes).
+    is filled with the last hidden state at that position (the mean over the passes); a
+    `gradients` dict gets "g" and "a", BADGE's gradient factors (engine/gradients.py).
     """
     n = len(prompt_ids)
     label_logprobs = np.zeros((passes, n, len(label_token_ids)), dtype=np.float64)
@@ -250,18 +259,22 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     prefix = shared_prefix(model, prompt_ids, passes, batches)
 
     def work(batch):
-        with head_inputs(model, embeddings is not None) as hidden:
+        with head_inputs(model, embeddings is not None) as hidden, tail_inputs(model, gradients is not None) as tail:
             logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         embedded = _pass_mean(hidden[0][:, -1], passes) if hidden else None
+        factors = gradient_factors(model, tail, label_token_ids, passes) if tail else None
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         return (logprobs[..., label_index.to(logits.device)].cpu().double().numpy(),
-                logprob_entropy(logprobs).cpu().double().numpy(), embedded)
+                logprob_entropy(logprobs).cpu().double().numpy(), embedded, factors)
 
-    for batch, (batch_logprobs, batch_entropy, embedded) in zip(batches, run_batches(model, batches, work,
-                                                                                      processes, desc)):
+    for batch, (batch_logprobs, batch_entropy, embedded, factors) in zip(
+            batches, run_batches(model, batches, work, processes, desc)):
         label_logprobs[:, batch], entropy[:, batch] = batch_logprobs, batch_entropy
         if embedded is not None:
             embeddings[batch] = embedded
+        if factors is not None:
+            for key, part in zip("ga", factors):
+                gradients.setdefault(key, np.zeros((n, part.shape[1]), dtype=np.float32))[batch] = part
     return label_logprobs, entropy
 
 
@@ -374,15 +387,16 @@ class ScoringOptions:
     generation_batch_size: int = 16
     processes: Processes = SINGLE  # the batches are shared out among these (engine.distributed)
     embeddings: bool = False  # also keep the answer position's last hidden state (Scores.embeddings)
+    gradients: bool = False   # also keep BADGE's gradient factors (Scores.gradients; one-token labels)
 
 
 def run_scoring_options(config, passes: int = 1, gold_pe: bool = False, embeddings: bool = False,
-                        processes: Processes = SINGLE) -> ScoringOptions:
-    """How a run scores: its batch size and prompt cut, with `passes` (MC dropout), gold PE and
-    hidden states as asked."""
+                        processes: Processes = SINGLE, gradients: bool = False) -> ScoringOptions:
+    """How a run scores: its batch size and prompt cut, with `passes` (MC dropout), gold PE,
+    hidden states and gradient embeddings as asked."""
     return ScoringOptions(batch_size=config.score_batch_size, passes=passes, gold_pe=gold_pe,
                           max_prompt_tokens=config.train.max_prompt_tokens, embeddings=embeddings,
-                          processes=processes)
+                          processes=processes, gradients=gradients)
 
 
 def score_examples(model, tokenizer, task, examples, options: ScoringOptions, desc=None) -> Scores:
@@ -396,13 +410,17 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
 
 
 def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) -> Scores:
-    scores, hidden = _score_and_embed(model, tokenizer, task, examples, options, desc, mc)
+    gradients = {} if options.gradients else None
+    scores, hidden = _score_and_embed(model, tokenizer, task, examples, options, desc, mc, gradients)
     scores.embeddings = hidden
+    if gradients is not None:
+        scores.gradients = (gradients["g"], gradients["a"])
     return scores
 
 
-def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, desc, mc):
-    """The scores, and the answer-position hidden states [n, hidden] when asked (else None)."""
+def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, desc, mc, gradients=None):
+    """The scores, and the answer-position hidden states [n, hidden] when asked (else None);
+    a `gradients` dict gets BADGE's gradient factors."""
     prompts = [encode_prompt(tokenizer, ex.prompt, options.max_prompt_tokens) for ex in examples]
     golds = [ex.gold for ex in examples]
     pad = tokenizer.pad_token_id
@@ -414,8 +432,11 @@ def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, 
         if single is not None:
             with mc:
                 label_logprobs, me = next_token_stats(model, prompts, single, pad, options.batch_size,
-                                                      options.passes, desc, options.processes, hidden)
+                                                      options.passes, desc, options.processes, hidden, gradients)
             return _label_scores(task, examples, label_logprobs, me, golds), hidden
+    if gradients is not None:
+        raise StarError(f"badge needs a task whose answers are one token each; {task.name}'s are not")
+    if task.answer_type == "label":
         return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
                                          options, desc, mc, hidden), hidden
     responses = generate_greedy(model, tokenizer, prompts, task.max_new_tokens,

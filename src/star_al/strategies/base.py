@@ -36,11 +36,12 @@ class Needs:
     embeddings: bool = False          # the candidates' answer-position hidden states
     labeled_embeddings: bool = False  # the labeled set's too (scored in the same pass)
     answer_probs: bool = False        # the allowed answers' probabilities (tasks with fixed answers)
+    gradients: bool = False           # BADGE's gradient embedding on the adapter (engine/gradients.py)
 
     def __or__(self, other: "Needs") -> "Needs":
         return Needs(self.tuned | other.tuned, self.base | other.base, max(self.passes, other.passes),
                      self.embeddings or other.embeddings, self.labeled_embeddings or other.labeled_embeddings,
-                     self.answer_probs or other.answer_probs)
+                     self.answer_probs or other.answer_probs, self.gradients or other.gradients)
 
     @property
     def any(self) -> bool:
@@ -66,7 +67,8 @@ class Query:
 
 
 # `scorer(ids, needs)`: each measure [passes, n]; with needs.embeddings also "embeddings" [n, hidden],
-# and "label_probs" [n, n_labels] on tasks with fixed answers.
+# and "label_probs" [n, n_labels] on tasks with fixed answers; with needs.gradients "gradient_g" [n, hidden]
+# and "gradient_a" [n, r], the factors of the gradient embedding.
 Scorer = Callable[[np.ndarray, Needs], dict[str, np.ndarray]]
 
 
@@ -123,6 +125,13 @@ class ScoreView:
             raise ValueError("the strategy did not declare that it reads the labeled set's embeddings")
         record = self._scores()
         return record["features"]["embeddings"][record["n"]:]
+
+    def gradient_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(g [n, hidden], a [n, r]): each candidate's loss gradient on the last layer's LoRA B is g a^T."""
+        if not self.needs.gradients:
+            raise ValueError("the strategy did not declare that it reads gradient embeddings")
+        record = self._scores()
+        return record["features"]["gradient_g"][:record["n"]], record["features"]["gradient_a"][:record["n"]]
 
     def answer_probs(self) -> np.ndarray:
         """[n, n_labels]: the current model's probabilities of the allowed answers (mean over passes)."""

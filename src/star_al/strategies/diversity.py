@@ -12,7 +12,8 @@ spread the batch over that space:
   `CORESET_SHORTLIST` x k top-scoring candidates.
 - `typiclust` (Hacohen et al. 2022): k-means into |labeled| + k clusters, the most
   typical candidate of each of the largest clusters with the fewest labels.
-- `badge` (Ash et al. 2020): k-means++ seeding on gradient embeddings.
+- `badge` (Ash et al. 2020): k-means++ seeding on gradient embeddings: the loss gradient on
+  the last layer's LoRA B (`Needs.gradients`, engine/gradients.py), kept as rank-one factors.
 
 Clustering is scikit-learn's KMeans, seeded from the query's rng; k-center, typicality
 and the k-means++ seeding are the small functions below.
@@ -92,39 +93,59 @@ def typicality(points: np.ndarray, n_neighbours: int = TYPICAL_NEIGHBOURS) -> np
     return 1.0 / np.maximum(distances.mean(axis=1), 1e-12)
 
 
-def kmeans_pp_seeds(points: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+class RankOne:
+    """Points that are outer products g_i a_i^T (gradients on a weight matrix), kept as the factors.
+
+    ||g a^T - h b^T||^2 = |g|^2 |a|^2 + |h|^2 |b|^2 - 2 (g.h)(a.b): distances need only dot
+    products, so n x hidden x rank values are never formed.
+    """
+
+    def __init__(self, left: np.ndarray, right: np.ndarray):
+        self.left, self.right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+        self._left_sq, self._right_sq = (self.left ** 2).sum(1), (self.right ** 2).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+    def norms(self) -> np.ndarray:
+        return np.sqrt(self._left_sq * self._right_sq)
+
+    def squared_distances_to(self, position: int) -> np.ndarray:
+        cross = (self.left @ self.left[position]) * (self.right @ self.right[position])
+        own = self._left_sq * self._right_sq
+        return np.maximum(own + own[position] - 2 * cross, 0.0)
+
+    def dense(self) -> np.ndarray:
+        """[n, hidden * rank]: the products themselves (for tests and small inputs)."""
+        return (self.left[:, :, None] * self.right[:, None, :]).reshape(len(self), -1)
+
+
+def kmeans_pp_seeds(points, k: int, rng: np.random.Generator) -> list[int]:
     """BADGE's k-means++ seeding (Ash et al. 2020): the largest-norm point first, then each next
     point drawn with probability proportional to its squared distance to the nearest seed.
 
-    When every unpicked point coincides with a seed (all weights 0), the next is drawn
-    uniformly among the unpicked.
+    `points` is an array [n, d] or a RankOne. When every unpicked point coincides with a
+    seed (all weights 0), the next is drawn uniformly among the unpicked.
     """
-    points = np.asarray(points, dtype=np.float64)
-    first = int(np.argmax(np.linalg.norm(points, axis=1)))
+    if not isinstance(points, RankOne):
+        dense = np.asarray(points, dtype=np.float64)
+        norms = np.linalg.norm(dense, axis=1)
+        distances_to = lambda position: ((dense - dense[position]) ** 2).sum(axis=1)  # noqa: E731
+    else:
+        norms, distances_to = points.norms(), points.squared_distances_to
+    first = int(np.argmax(norms))
     seeds = [first]
-    nearest = ((points - points[first]) ** 2).sum(axis=1)
+    nearest = distances_to(first)
     while len(seeds) < k:
         weights = nearest.copy()
         weights[seeds] = 0.0
         if weights.sum() > 0:
-            position = int(rng.choice(len(points), p=weights / weights.sum()))
+            position = int(rng.choice(len(norms), p=weights / weights.sum()))
         else:
-            position = int(rng.choice(np.setdiff1d(np.arange(len(points)), seeds)))
+            position = int(rng.choice(np.setdiff1d(np.arange(len(norms)), seeds)))
         seeds.append(position)
-        nearest = np.minimum(nearest, ((points - points[position]) ** 2).sum(axis=1))
+        nearest = np.minimum(nearest, distances_to(position))
     return seeds
-
-
-def gradient_embedding(answer_probs: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """BADGE's last-layer gradient embedding: (p - onehot(argmax p)) outer h, [n, n_answers * hidden].
-
-    The gradient of the cross-entropy over the allowed answers, at the model's own answer,
-    with respect to the output-head rows of those answers (their logits are w_c . h). Not
-    the gradient on the LoRA B matrices, which would cost a backward pass per candidate.
-    """
-    probs = np.asarray(answer_probs, dtype=np.float64)
-    residual = probs - np.eye(probs.shape[1])[probs.argmax(axis=1)]
-    return (residual[:, :, None] * np.asarray(hidden, dtype=np.float64)[:, None, :]).reshape(len(probs), -1)
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -264,18 +285,17 @@ def typiclust_picks(candidate_labels: np.ndarray, labeled_labels: np.ndarray, po
 
 
 class Badge(Strategy):
-    """BADGE (Ash et al. 2020): k-means++ seeds on the last-layer gradient embeddings.
+    """BADGE (Ash et al. 2020): k-means++ seeds on gradient embeddings, here the loss gradient
+    on the last layer's LoRA B at the model's own answer (engine/gradients.py).
 
-    The gradient embedding is that of the answer-choice softmax's output rows, (p -
-    onehot(argmax p)) outer h, not of the LoRA B matrices (see gradient_embedding). Its
-    ranked score is the embedding's norm, the first seed being the largest.
+    Its ranked score is the embedding's norm, the first seed being the largest.
     """
 
-    needs = Needs(embeddings=True, answer_probs=True)
+    needs = Needs(gradients=True)
 
     def select(self, view: ScoreView, k: int, rng: np.random.Generator) -> Query:
         _check_size(view.ids, k)
-        gradients = gradient_embedding(view.answer_probs(), view.embeddings())
-        norms = np.linalg.norm(gradients, axis=1)
+        gradients = RankOne(*view.gradient_factors())
+        norms = gradients.norms()
         chosen = kmeans_pp_seeds(gradients, k, rng)
         return Query([int(view.ids[p]) for p in chosen], [float(norms[p]) for p in chosen], norms)
