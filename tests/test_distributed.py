@@ -2,7 +2,7 @@
 
 The launched run uses MC dropout (me+star), scoring batches and training batches that
 split unevenly between the processes (one training batch has a single row, so one process
-sits it out), and its own base-score cache, so every shared path is exercised.
+runs a row weighted 0 to take part in the gradient all-reduce), and its own base-score cache, so every shared path is exercised.
 """
 
 from __future__ import annotations
@@ -140,3 +140,12 @@ def test_missing_tracker_package_and_quantization_on_cpu_are_refused_in_one_line
     assert [line for line in error.splitlines() if line.startswith("star: error:")] == [
         "star: error: --load-in-4bit needs a CUDA GPU (bitsandbytes); this run is on cpu"]
     assert not (tmp_path / "run").exists()
+
+
+def test_an_fsdp_launch_is_refused_before_any_process_group_starts():
+    from star_al.engine.distributed import Processes
+    from star_al.errors import StarError
+
+    with pytest.raises(StarError, match="FSDP shards"):
+        Processes.from_environment({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, device="cpu")
+    assert Processes.from_environment({"WORLD_SIZE": "1", "ACCELERATE_USE_FSDP": "true"}).world == 1

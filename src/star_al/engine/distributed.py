@@ -27,12 +27,28 @@ class Processes:
         self.rank = state.process_index if state is not None else 0
         self.world = state.num_processes if state is not None else 1
         self.is_main = self.rank == 0
+        self._accelerator = None
+
+    def accelerator(self):
+        """accelerate's Accelerator of this launch, made on first use: training hands the model and
+        optimizer to its `prepare` (DDP, or the DeepSpeed/FSDP plugin of the accelerate config)."""
+        if self.world == 1:
+            raise RuntimeError("a single process trains without accelerate")
+        if self._accelerator is None:
+            from accelerate import Accelerator
+
+            self._accelerator = Accelerator(cpu=self.state.device.type == "cpu")
+        return self._accelerator
 
     @classmethod
     def from_environment(cls, environ=os.environ, device: str | None = None) -> "Processes":
         """The launch this process belongs to: a launcher (accelerate, torchrun) sets WORLD_SIZE."""
         if int(environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
+        if environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+            raise StarError("FSDP shards the model's weights across the processes, and the loop scores the "
+                            "whole model between rounds; launch without the FSDP plugin (DDP), or with "
+                            "DeepSpeed ZeRO-2, which shards only gradients and optimizer states")
         from accelerate import PartialState
 
         on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())

@@ -21,7 +21,7 @@ from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401
 from star_al.data.batching import encode_pair, left_pad
 from star_al.engine.distributed import Execution
 from star_al.log import quiet
-from star_al.models.fast_lora import batch_rows, mask_draws_per_forward, skip_mask_draws
+from star_al.models.fast_lora import batch_rows
 from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
                                      check_target_modules, detach_adapter)
 
@@ -200,6 +200,11 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
+    processes = execution.processes
+    if processes.world > 1:  # data parallel: accelerate wraps the model (DDP) and the optimizer
+        accelerator = processes.accelerator()
+        _leave_frozen_weights_alone(model)
+        parallel_model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     with (training_attention(model), gradient_checkpointing(model, execution.gradient_checkpointing),
           tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar):
@@ -208,13 +213,14 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
             for first in range(0, len(order), settings.batch_size):
                 batch = [encoded[i] for i in order[first:first + settings.batch_size]]
                 *inputs, targets = answer_only_batch(batch, tokenizer.pad_token_id, device)
-                if execution.processes.world == 1:
+                if processes.world == 1:
                     with autocast():
                         loss = answer_loss(model, *inputs, targets)
                     loss.backward()
                     loss_value = loss.item()
                 else:
-                    loss_value = _shared_backward(model, autocast, inputs, targets, execution.processes)
+                    loss_value = _parallel_backward(model, parallel_model, accelerator, autocast, inputs, targets,
+                                                    processes)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -223,33 +229,40 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
                 bar.update()
     model.eval()
+    if processes.world > 1:
+        accelerator.free_memory()  # drop the wrappers; the adapter's weights stay in `model`
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _shared_backward(model, autocast, inputs, targets, processes) -> float:
-    """Data parallel: this process's rows of the batch forward and backward, gradients summed.
+def _leave_frozen_weights_alone(model) -> None:
+    """Tell DDP to skip the frozen base's weights and the buffers: every process loaded the same,
+    and broadcasting them at each round's wrapping would send the whole model (13 GB at 7B)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ignored = [name for name, p in model.named_parameters() if not p.requires_grad]
+    ignored += [name for name, _ in model.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+
+
+def _parallel_backward(model, parallel_model, accelerator, autocast, inputs, targets, processes) -> float:
+    """Data parallel: this process's rows of the batch forward and backward through accelerate's
+    wrapped model, whose gradient all-reduce (a mean over the processes) then gives every process
+    the single-process batch's gradient.
 
     Each process takes a contiguous block of the (globally padded) batch's rows, draws the
-    whole batch's dropout masks and keeps its rows' (`batch_rows`), and divides its summed
-    loss by the whole batch's answer-token count; the gradients summed over the processes
-    are then the single-process batch's. Returns the batch's mean loss.
+    whole batch's dropout masks and keeps its rows' (`batch_rows`), and scales its summed
+    loss by processes / the whole batch's answer-token count, so that the mean of the
+    processes' gradients is the gradient of the batch's mean loss. A process left without
+    rows (more processes than rows) runs one row weighted 0: the all-reduce needs every
+    process, and the forward draws the same masks as the others'. Returns the batch's mean loss.
     """
     start, stop = processes.rows(targets.shape[0])
     tokens = (targets != -100).sum()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if stop > start:
-        with autocast(), batch_rows(model, start, targets.shape[0]):
-            loss_sum = answer_loss(model, *(t[start:stop] for t in inputs), targets[start:stop], reduction="sum")
-        (loss_sum / tokens).backward()
-        loss_sum = loss_sum.detach().float()
-    else:  # more processes than rows: no work, but the same mask draws as those that have some
-        skip_mask_draws(mask_draws_per_forward(model))
-        loss_sum = torch.zeros((), device=targets.device)
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = processes.sum(torch.cat([g.reshape(-1).float() for g in grads] + [loss_sum.reshape(1)]))
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
-        offset += p.numel()
-    return float(flat[-1] / tokens)
+    rows = slice(start, stop) if stop > start else slice(0, 1)
+    with autocast(), batch_rows(model, rows.start, targets.shape[0]):
+        loss_sum = answer_loss(parallel_model, *(t[rows] for t in inputs), targets[rows], reduction="sum")
+    weight = processes.world / tokens if stop > start else 0.0
+    accelerator.backward(loss_sum * weight)
+    mine = loss_sum.detach().float() if stop > start else torch.zeros((), device=targets.device)
+    return float(processes.sum(mine.reshape(1))[0] / tokens)
