@@ -174,3 +174,23 @@ def test_figure1_writes_plot_and_tables_for_lora_and_full(tmp_path):
     text = write_figure1([tmp_path / "lora"], [tmp_path / "full"], tmp_path / "out")
     assert (tmp_path / "out" / "figure1.png").stat().st_size > 0
     assert "LoRA fine-tuning" in text and "full fine-tuning" in text and "60.00" in text
+
+
+def test_the_time_table_gives_each_strategys_median_run(tmp_path):
+    from star_al.analysis.report import time_table
+
+    root = tmp_path / "runs"
+    for seed, seconds in enumerate([10.0, 30.0, 20.0]):
+        for strategy, scale in (("random", 1.0), ("me", 2.0)):
+            run_dir = make_run(root, "sst2", strategy, seed, [0.5, 0.6, 0.7])
+            lines = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+            for line in lines:  # per round: train `seconds`, eval 3 s, scoring 5 s after round 0
+                line["timings"] = {"score": 5.0 * (line["round"] > 0) * scale, "train": seconds * scale,
+                                   "eval": 3.0, "total": seconds * scale + 3.0 + 5.0 * (line["round"] > 0) * scale}
+            (run_dir / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = {line.split("|")[2].strip(): [cell.strip() for cell in line.split("|")[3:-1]]
+            for line in time_table(find_runs([root])).splitlines() if line.startswith("| sst2")}
+    # median run: train 20 s x 3 rounds; score 5 s x 2 query rounds; eval 3 x 3; total 60 + 10 + 9 = 79 s
+    assert rows["random"] == ["3", "10", "60", "9", "1.3"]
+    assert rows["me"] == ["3", "20", "120", "9", "2.5"]  # 120 + 20 + 9 = 149 s
+    assert "## Time" in write_report([root], tmp_path / "out")

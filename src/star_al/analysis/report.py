@@ -337,6 +337,28 @@ def stopping_table(runs, spec: str = DEFAULT_STOPPING) -> str:
                                                "accuracy gained after"], body)
 
 
+TIME_PARTS = ("score", "train", "eval")
+
+
+def time_table(runs) -> str:
+    """What each strategy costs: the median over its runs of each part's seconds summed over the
+    rounds, and of the whole run in minutes (wall clock, from rounds.jsonl's timings)."""
+    groups = _group(runs)
+    body = []
+    for task in sorted({task for task, _ in groups}):
+        for strategy in strategy_order([s for t, s in groups if t == task]):
+            totals = [{part: sum(r.get("timings", {}).get(part, 0.0) for r in run.rounds)
+                       for part in (*TIME_PARTS, "total")} for run in groups[(task, strategy)]]
+            median = {part: float(np.median([t[part] for t in totals])) for part in (*TIME_PARTS, "total")}
+            body.append([task, strategy, str(len(totals)), *(f"{median[p]:.0f}" for p in TIME_PARTS),
+                         f"{median['total'] / 60:.1f}"])
+    caption = ("Wall-clock time per run, the median over its seeds: seconds spent scoring the pool, "
+               "training and evaluating, summed over the rounds, and the whole run in minutes (model "
+               "loading and the base model's pool scores, computed once per pool and cached, not included).")
+    return caption + "\n\n" + markdown_grid(["task", "strategy", "runs", "score s", "train s", "eval s",
+                                              "run min"], body)
+
+
 def format_number(value: float, digits: int = 3) -> str:
     """A fraction or figure for a table; nan reads n/a."""
     return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
@@ -458,6 +480,7 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     comparisons = paired_table(runs, against)
     if comparisons:
         parts.append("## Paired comparisons\n\n" + comparisons)
+    parts.append("## Time\n\n" + time_table(runs))
     if skipped:
         parts.append(f"Skipped {len(skipped)} unfinished run(s): "
                      + ", ".join(str(run.path) for run in skipped))
