@@ -2,7 +2,8 @@
 
 The launched run uses MC dropout (me+star), scoring batches and training batches that
 split unevenly between the processes (one training batch has a single row, so one process
-runs a row weighted 0 to take part in the gradient all-reduce), and its own base-score cache, so every shared path is exercised.
+runs a row weighted 0 to take part in the gradient all-reduce), and its own base-score cache, so
+every shared path is exercised.
 """
 
 from __future__ import annotations

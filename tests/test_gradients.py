@@ -99,18 +99,19 @@ def test_a_post_mlp_norm_is_differentiated_through(tiny_backbone, data_root):
 
 
 def test_settings_without_a_rank_one_gradient_are_refused_before_the_run(tiny_backbone, data_root, tmp_path):
-    task = load_task("sst2")
-    examples = load_examples(task, "train", data_root=str(data_root))[:20]
-    for changes, needle in (({}, "answers of one token each"),({"finetune": "dora"}, "DoRA|dora"), ({"finetune": "ia3"}, "ia3"),
-                            ({"lora": LoraSettings(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))},
-                             "does not adapt down_proj")):
-        config = smoke_config("badge", **{"task": "boolq", **changes}) if changes else smoke_config("badge")
-        if changes:
-            task = load_task("boolq")
-            examples = load_examples(task, "train", data_root=str(data_root))[:20]
+    def refused(task_name, needle, **changes):
+        task = load_task(task_name)
+        examples = load_examples(task, "train", data_root=str(data_root))[:20]
         with pytest.raises(StarError, match=needle):
-            ActiveLearningRun(config, task, examples, examples[:3], tiny_backbone, RunDir(tmp_path / "r"))
+            ActiveLearningRun(smoke_config("badge", task=task_name, **changes), task, examples, examples[:3],
+                              tiny_backbone, RunDir(tmp_path / "r"))
         assert not (tmp_path / "r" / "rounds.jsonl").exists()
+
+    refused("sst2", "answers of one token each")  # several tokens a label under the test tokenizer
+    refused("boolq", "DoRA|dora", finetune="dora")
+    refused("boolq", "ia3", finetune="ia3")
+    attention_only = LoraSettings(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))
+    refused("boolq", "does not adapt down_proj", lora=attention_only)
 
 
 def test_a_badge_run_goes_end_to_end_and_repeats_exactly(tiny_backbone_factory, data_root, tmp_path):

@@ -672,8 +672,9 @@ def cmd_report(args) -> None:
         print(write_variance_report(args.runs, out))
         print(f"wrote {out / 'variance.md'}", file=sys.stderr)
         return
+    against = [name.strip() for name in args.against.split(",") if name.strip()]
     text = write_report(args.runs, out, calibration=args.calibration, include_unfinished=args.include_unfinished,
-                        stopping=args.stopping, against=[name.strip() for name in args.against.split(",") if name.strip()])
+                        stopping=args.stopping, against=against)
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
 

@@ -54,7 +54,8 @@ STRATEGIES.add("coreset", StrategyEntry(lambda config: Coreset(), False,
 STRATEGIES.add("typiclust", StrategyEntry(lambda config: TypiClust(), False,
                                           "most typical point of the largest uncovered clusters (Hacohen et al. 2022)"))
 STRATEGIES.add("badge", StrategyEntry(lambda config: Badge(), False,
-                                      "k-means++ on gradient embeddings on the last layer's LoRA B (Ash et al. 2020); label tasks"))
+                                      "k-means++ on gradient embeddings on the last layer's LoRA B "
+                                      "(Ash et al. 2020); one-token answers"))
 
 COMPONENTS: Registry[Component] = Registry("strategy component")
 COMPONENTS.add("dynamic", Component("mix base and tuned model scores with a decreasing lambda",
