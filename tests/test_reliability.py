@@ -358,3 +358,20 @@ def test_one_yaml_describes_a_whole_run_and_the_command_line_wins(tiny_model_dir
     assert star(capsys, "run", "--config", "whole_run.yaml", "--rank", "2", "--seed", "3", "--out", "flags")[0] == 0
     saved = json.loads((tmp_path / "flags" / "config.json").read_text())
     assert (saved["seed"], saved["lora"]["rank"], saved["lora"]["dropout"]) == (3, 2, 0.2)
+
+
+def test_a_sweep_continued_seed_by_seed_keeps_one_report_over_all_its_runs(tiny_model_dir, sst2_folder, tmp_path,
+                                                                          capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    sst2_folder.rename(root / "sst2")
+    out = tmp_path / "sweep"
+    for seed in (0, 1):
+        code, lines = star(capsys, "sweep", "--tasks", "sst2", "--strategies", "random", "--seeds", seed,
+                           "--data-root", root, "--preset", "smoke", "--model", tiny_model_dir, "--device", "cpu",
+                           "--dtype", "float32", "--warm-start", 4, "--query-size", 3, "--rounds", 1,
+                           "--pool-size", 20, "--rank", 4, "--test-limit", 6, "--out", out,
+                           "--cache-dir", tmp_path / "cache")
+        assert code == 0, lines
+    report = (out / "report.md").read_text()
+    assert "(2 per cell)" in report  # the second sweep's report covers the first's seed too

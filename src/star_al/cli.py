@@ -657,8 +657,8 @@ def cmd_sweep(args) -> None:
         log.info(f"{label}: done, {len(rounds)} points{estimate}")
     from star_al.analysis.report import write_report
 
-    if _processes(args).is_main:
-        print(write_report([str(d) for d in run_dirs], Path(args.out)))
+    if _processes(args).is_main:  # over every run under --out: a sweep continued seed by seed keeps one report
+        print(write_report([args.out], Path(args.out)))
         print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
 
 
