@@ -186,3 +186,14 @@ def test_full_finetuning_takes_its_own_learning_rate_unless_one_is_given():
     given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full", "train": {"learning_rate": 5e-5}})
     assert given.train.learning_rate == 5e-5
     assert resolve_config("sst2", "me", "cpu", 0, {}, {}).train.learning_rate == 5e-4
+
+
+def test_ia3_takes_its_own_learning_rate_on_the_presets_schedule_unless_one_is_given():
+    from star_al.config import IA3_LR, resolve_config
+
+    cpu = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "ia3"})
+    assert (cpu.train.learning_rate, cpu.train.min_steps, cpu.train.warmup_ratio) == (IA3_LR, 48, 0.1)
+    paper = resolve_config("boolq", "me", "paper", 0, {}, {"finetune": "ia3"})
+    assert (paper.train.learning_rate, paper.train.epochs) == (IA3_LR, 15)
+    given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "ia3", "train": {"learning_rate": 1e-2}})
+    assert given.train.learning_rate == 1e-2
