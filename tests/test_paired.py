@@ -138,3 +138,30 @@ def test_decay_probe_counts_changed_picks_and_shrinks_b(tiny_backbone_factory, d
     assert all(e["matches_run"] for e in effects)  # the decay twin redoes the run's own queries
     assert decay_effect(config, task, pool, test, backbone, rounds) == effects
     assert not any("lora_" in n for n, _ in backbone.model.named_parameters())
+
+
+def test_packed_correctness_reads_back_as_the_predictions_and_stands_in_for_them(tmp_path):
+    correct = np.array([True, False, True, True, False, False, True, False, True, True, False])
+    ids = np.array([3, 0, 1, 2, 4, 5, 6, 7, 8, 9, 10])  # out of order: packed in id order
+    by_id = correct[np.argsort(ids)]
+    packed = paired.pack_correct(ids, correct)
+    assert len(packed) == 4 and paired.unpack_correct(packed, 11).tolist() == by_id.tolist()
+    run_dir = make_run(tmp_path / "runs", "sst2", "me", 0, [0.5, 0.6, 0.7])
+    rounds = [{**json.loads(line), "n_test": 11, "test_correct": packed}
+              for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert paired.read_correct(run_dir, rounds).tolist() == [by_id.tolist()] * 3  # no predictions files
+    assert paired.read_correct(run_dir, [{k: v for k, v in r.items() if k != "test_correct"} for r in rounds]) is None
+
+
+def test_a_run_records_each_rounds_correct_sentences(tiny_backbone, data_root, tmp_path):
+    from star_al.data.tasks import load_examples, load_task
+    from test_loop import run, smoke_config
+
+    task = load_task("sst2")
+    data = (task, load_examples(task, "train", data_root=str(data_root))[:40],
+            load_examples(task, "test", data_root=str(data_root))[:10])
+    rounds = run(smoke_config("random", n_rounds=1), tiny_backbone, data, tmp_path / "r")
+    assert np.array_equal(paired.read_correct(tmp_path / "r", rounds),
+                          np.array([paired.unpack_correct(r["test_correct"], 10) for r in rounds]))
+    assert [float(paired.unpack_correct(r["test_correct"], 10).mean()) for r in rounds] == \
+        [pytest.approx(r["accuracy"]) for r in rounds]

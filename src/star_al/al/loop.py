@@ -30,6 +30,7 @@ from star_al.al.base_scores import base_pool_scores
 from star_al.al.cold_start import warm_start_needs, warm_start_query
 from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
 from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for
+from star_al.analysis.paired import pack_correct
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import Execution
@@ -308,7 +309,8 @@ class ActiveLearningRun:
                                        processes=self.processes)
             self.processes.on_main(write_predictions, scores, path)
             result = {"accuracy": summary["accuracy"], "ece": summary["ece"], "brier": summary["brier"],
-                      "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"]}
+                      "wrong_confidence": summary["wrong_confidence"], "n_test": summary["n"],
+                      "test_correct": pack_correct(scores.ids, scores.correct)}
         if config.evaluate and not needs_monitor(config):
             return result
         ids = monitor_ids(config, self.pool_ids)
