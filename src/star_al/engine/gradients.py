@@ -21,7 +21,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from star_al.errors import StarError
@@ -83,14 +82,13 @@ def check_gradient_embedding(model, method: str, target_modules) -> None:
 
 
 @contextmanager
-def tail_inputs(model, enabled: bool):
-    """While enabled, collect at the last position of each forward: the down-projection's input
-    "x" and output "o", and the final norm's input "h" (each [passes * batch, width])."""
+def tail_inputs(tail: Tail | None):
+    """With a tail (of `tail_of`), collect at the last position of each forward: the down-projection's
+    input "x" and output "o", and the final norm's input "h" (each [passes * batch, width])."""
     captured: dict[str, torch.Tensor] = {}
-    if not enabled:
+    if tail is None:
         yield captured
         return
-    tail = tail_of(model)
     handles = [
         tail.down_proj.register_forward_hook(
             lambda module, args, output: captured.update(x=args[0][:, -1].detach(), o=output[:, -1].detach())),
@@ -103,12 +101,11 @@ def tail_inputs(model, enabled: bool):
             handle.remove()
 
 
-def gradient_factors(model, captured: dict, label_ids, passes: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(g [batch, hidden], a [batch, r or in]) from one forward's captured tensors: the loss
-    gradient at the down-projection's output and the trained weight's input, each the mean
-    over the passes. The loss is the cross-entropy over the allowed answers at the model's own
-    (argmax) answer, as BADGE's hypothesised label."""
-    tail = tail_of(model)
+def gradient_factors(tail: Tail, captured: dict, label_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g [rows, hidden], a [rows, r or in]) from one forward's captured tensors, a row per pass
+    and example: the loss gradient at the down-projection's output and the trained weight's
+    input. The loss is the cross-entropy over the allowed answers at the model's own (argmax)
+    answer, as BADGE's hypothesised label."""
     with torch.inference_mode(False), torch.enable_grad():
         h = captured["h"].clone().requires_grad_(True)
         logits = tail.head(tail.final_norm(h))[:, list(label_ids)].float()
@@ -120,5 +117,4 @@ def gradient_factors(model, captured: dict, label_ids, passes: int = 1) -> tuple
             o = captured["o"].clone().requires_grad_(True)
             (g,) = torch.autograd.grad(tail.post_norm(o), o, grad_outputs=g)
         a = trained_input(tail.down_proj, captured["x"].clone())
-    mean = lambda t: t.detach().float().view(passes, -1, t.shape[-1]).mean(0).cpu().numpy()  # noqa: E731
-    return mean(g), mean(a)
+    return g.detach(), a.detach()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
 from star_al.engine.distributed import SINGLE, Processes
-from star_al.engine.gradients import gradient_factors, tail_inputs
+from star_al.engine.gradients import gradient_factors, tail_inputs, tail_of
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 from star_al.errors import StarError
 from star_al.log import quiet
@@ -257,12 +257,14 @@ def next_token_stats(model, prompt_ids, label_token_ids, pad_id, batch_size, pas
     label_index = torch.tensor(label_token_ids)
     batches = length_buckets([len(p) for p in prompt_ids], batch_size)
     prefix = shared_prefix(model, prompt_ids, passes, batches)
+    tail = tail_of(model) if gradients is not None else None  # what BADGE's gradient runs through
 
     def work(batch):
-        with head_inputs(model, embeddings is not None) as hidden, tail_inputs(model, gradients is not None) as tail:
+        with head_inputs(model, embeddings is not None) as hidden, tail_inputs(tail) as captured:
             logits = _forward_tail(model, [prompt_ids[i] for i in batch], pad_id, 1, passes, prefix)[:, :, 0]
         embedded = _pass_mean(hidden[0][:, -1], passes) if hidden else None
-        factors = gradient_factors(model, tail, label_token_ids, passes) if tail else None
+        factors = (tuple(_pass_mean(part, passes) for part in gradient_factors(tail, captured, label_token_ids))
+                   if captured else None)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         return (logprobs[..., label_index.to(logits.device)].cpu().double().numpy(),
                 logprob_entropy(logprobs).cpu().double().numpy(), embedded, factors)
