@@ -10,6 +10,7 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py kernels            # dropout masks, random words and AdamW: torch's way and ours
     .venv/bin/python scripts/measure.py compile            # torch.compile(dynamic=True) on a scoring pass (minutes)
     .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
+    .venv/bin/python scripts/measure.py full-ft-lr --schedule cpu 1e-4 5e-5 2e-5   # the same on the cpu preset's schedule
     .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # a cpu round: LoRA, DoRA (lr 1e-3), IA3 (each lr)
 
 Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
@@ -164,18 +165,28 @@ def compile_scoring(backbone):
           f"compiled one pass: {best_of(run, 1):.2f} s")
 
 
-def full_ft_lr(backbone, rates):
+def full_ft_lr(backbone, rates, schedule):
+    """Full fine-tuning of 16 and 64 sst2 labels at each rate, on a preset's LoRA schedule
+    (`cpu-v1`: 3 epochs, first 300 test sentences; `cpu`: at least 48 steps, 10% warm-up,
+    the whole test set), so that the preset's `full_train` moves every weight on the same
+    schedule as its LoRA runs and differs only in its rate."""
+    from dataclasses import replace
+
+    from star_al.config import PRESETS
+
+    lora_schedule = PRESETS[schedule]["train"]
     task = load_task("sst2")
     train = load_examples(task, "train", data_root=DATA)
-    test = load_examples(task, "test", data_root=DATA)[:300]
+    test = load_examples(task, "test", data_root=DATA)[:300 if schedule == "cpu-v1" else None]
     pool = random.Random(0).sample(train, 400)
     for n in (16, 64):
         for lr in rates:
             model = full_copy(backbone.model)
-            train_full(model, backbone.model.dtype, backbone.tokenizer, task, pool[:n],
-                       TrainSettings(epochs=3, batch_size=8, learning_rate=lr), 0, desc=None)
+            result = train_full(model, backbone.model.dtype, backbone.tokenizer, task, pool[:n],
+                                replace(lora_schedule, learning_rate=lr), 0, desc=None)
             _, summary = evaluate(model, backbone.tokenizer, task, test, 32, desc=None)
-            print(f"{n} labels, lr {lr:g}: accuracy {summary['accuracy']:.3f}", flush=True)
+            print(f"{n} labels, lr {lr:g}: {result.steps} steps in {result.seconds:.0f} s, accuracy "
+                  f"{summary['accuracy']:.3f} on {len(test)} test sentences", flush=True)
             del model
 
 
@@ -234,10 +245,12 @@ def main():
     parser.add_argument("what", choices=["scoring-profile", "training-profile", "mc-dropout", "train-prefix",
                                          "kernels", "compile", "full-ft-lr", "peft-methods"])
     parser.add_argument("rates", nargs="*", type=float, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--schedule", choices=["cpu-v1", "cpu"], default="cpu-v1",
+                        help="full-ft-lr: the preset whose LoRA schedule the rates are tried on")
+    args = parser.parse_intermixed_args()
     backbone = load_backbone("smollm2-135m", choose_placement(None, None))
     if args.what == "full-ft-lr":
-        full_ft_lr(backbone, args.rates or [1e-4, 3e-5, 1e-5])
+        full_ft_lr(backbone, args.rates or [1e-4, 3e-5, 1e-5], args.schedule)
     elif args.what == "peft-methods":
         peft_methods(backbone, args.rates or [1e-3, 1e-2, 3e-2])
     else:

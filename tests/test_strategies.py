@@ -178,13 +178,14 @@ def test_full_finetuning_takes_its_own_learning_rate_unless_one_is_given():
     from star_al.config import FULL_FINETUNE_LR, resolve_config
 
     cpu = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full"})
-    assert cpu.train.learning_rate == 1e-4 and cpu.train.epochs == 3
+    assert (cpu.train.learning_rate, cpu.train.min_steps, cpu.train.warmup_ratio) == (5e-5, 48, 0.1)
+    assert resolve_config("sst2", "me", "cpu-v1", 0, {}, {"finetune": "full"}).train.learning_rate == 1e-4
     paper = resolve_config("boolq", "me", "paper", 0, {}, {"finetune": "full"})
     assert paper.train.learning_rate == FULL_FINETUNE_LR and paper.train.epochs == 15
     from_file = resolve_config("sst2", "me", "cpu", 0, {"finetune": "full"}, {})
-    assert from_file.train.learning_rate == 1e-4
-    given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full", "train": {"learning_rate": 5e-5}})
-    assert given.train.learning_rate == 5e-5
+    assert from_file.train.learning_rate == 5e-5
+    given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full", "train": {"learning_rate": 2e-5}})
+    assert given.train.learning_rate == 2e-5
     assert resolve_config("sst2", "me", "cpu", 0, {}, {}).train.learning_rate == 5e-4
 
 
