@@ -25,6 +25,17 @@ def test_seeds_needed_is_the_first_n_whose_interval_excludes_zero():
     assert paired.seeds_needed(0.0, 1.0) is None
 
 
+def test_seeds_for_width_is_the_first_n_whose_interval_is_that_narrow():
+    # sd 1: n = 6 gives 2.571 / 2.449 = 1.050 > 1; n = 7 gives 2.447 / 2.646 = 0.925
+    assert paired.seeds_for_width(1.0) == 7
+    # sd 2 is sd 1 against half the width: n = 17 gives 2.120 / 4.123 = 0.514 > 0.5; n = 18: 0.497
+    assert paired.seeds_for_width(2.0) == 18 == paired.seeds_for_width(1.0, width=0.5)
+    assert paired.seeds_for_width(0.0) == 2
+    stat = paired.compare({s: 0.5 + 0.01 * s for s in range(4)}, {s: 0.5 for s in range(4)})
+    # differences 0, 1, 2, 3 points: sd 1.291; n = 9: 2.306 * 1.291 / 3 = 0.992, n = 8: 2.365 * 1.291 / 2.828 = 1.079
+    assert stat.seeds_for_width == 9
+
+
 def test_paired_bootstrap_of_identical_differences_is_that_difference():
     assert paired.paired_bootstrap([1.5] * 5) == (1.5, 1.5)
     lo, hi = paired.paired_bootstrap([1.0, 2.0, 3.0, 2.0, 2.0], n_boot=20000)

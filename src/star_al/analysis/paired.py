@@ -38,6 +38,11 @@ class PairedDifference:
     bootstrap_interval: tuple[float, float] | None
     seeds_needed: int | None          # None: the mean is 0 or the spread unknown
     sentence_interval: tuple[float, float] | None = None
+    seeds_for_width: int | None = None  # seeds for a t interval of ±WIDTH; None: spread unknown
+
+
+# The half-width a comparison is run until (the science study's target: ±1 AUC point).
+WIDTH = 1.0
 
 
 def t_interval(differences, level: float = 0.95) -> tuple[float, float] | None:
@@ -78,6 +83,17 @@ def seeds_needed(mean: float, sd: float, level: float = 0.95, limit: int = 10000
     return None
 
 
+def seeds_for_width(sd: float, width: float = WIDTH, level: float = 0.95, limit: int = 100000) -> int | None:
+    """The smallest n whose t interval is at most ±width: t_{n-1} sd / sqrt(n) <= width.
+    Where to stop adding seeds, as far as the spread measured so far tells."""
+    if not np.isfinite(sd) or width <= 0:
+        return None
+    for n in range(2, limit + 1):
+        if stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n) <= width:
+            return n
+    return None
+
+
 def compare(aucs_a: dict, aucs_b: dict, scale: float = 100.0, level: float = 0.95) -> PairedDifference | None:
     """Paired statistics of {seed: AUC} against {seed: AUC} over the seeds both have."""
     seeds = sorted(set(aucs_a) & set(aucs_b), key=str)
@@ -86,7 +102,8 @@ def compare(aucs_a: dict, aucs_b: dict, scale: float = 100.0, level: float = 0.9
     d = scale * np.array([aucs_a[s] - aucs_b[s] for s in seeds])
     sd = float(d.std(ddof=1)) if d.size > 1 else None
     return PairedDifference(len(seeds), float(d.mean()), sd, t_interval(d, level), paired_bootstrap(d, level),
-                            seeds_needed(float(d.mean()), sd, level) if sd is not None else None)
+                            seeds_needed(float(d.mean()), sd, level) if sd is not None else None,
+                            seeds_for_width=seeds_for_width(sd, WIDTH, level) if sd is not None else None)
 
 
 def pack_correct(ids, correct) -> str:

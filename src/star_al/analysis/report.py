@@ -291,16 +291,18 @@ def paired_table(runs, references=("random", "me")) -> str:
     body = [[task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
              "n/a" if stat.sd is None else f"{stat.sd:.2f}", _interval(stat.t_interval),
              _interval(stat.bootstrap_interval), _interval(stat.sentence_interval),
-             "n/a" if stat.seeds_needed is None else str(stat.seeds_needed)]
+             "n/a" if stat.seeds_needed is None else str(stat.seeds_needed),
+             "n/a" if stat.seeds_for_width is None else str(stat.seeds_for_width)]
             for task, strategy, reference, stat in rows]
     caption = ("AUC difference in points, paired by seed (same pool and test set, and the same warm start "
                "unless a run chooses its own): mean and "
                "sd over seeds, 95% t interval, 95% paired bootstrap over seeds, 95% paired bootstrap over "
-               "test sentences (where predictions are on disk), and the seeds a difference of this size "
-               "needs for the t interval to exclude 0.")
+               "test sentences (where predictions are on disk), the seeds a difference of this size "
+               f"needs for the t interval to exclude 0, and the seeds for a t interval of ±{paired.WIDTH:g} "
+               "point at the measured sd.")
     return caption + "\n\n" + markdown_grid(
         ["task", "comparison", "seeds", "mean", "sd", "t interval", "seed bootstrap", "sentence bootstrap",
-         "seeds needed"], body)
+         "seeds needed", f"seeds for ±{paired.WIDTH:g}"], body)
 
 
 DEFAULT_STOPPING = "stability:0.99,uncertainty:0.5,plateau:1"
