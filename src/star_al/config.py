@@ -227,6 +227,9 @@ class RunConfig:
 # Training settings come from the task file's `training:` (the paper's per-task values).
 PAPER_SIZES = {"gsm8k": (500, 500, 9), "boolq": (500, 500, 9), "obqa": (200, 200, 9)}
 
+# The cpu preset's schedule: at least 48 steps a round, warmed up, at half cpu-v1's rate.
+CPU_TRAIN = TrainSettings(epochs=3, batch_size=8, learning_rate=5e-4, warmup_ratio=0.1, min_steps=48)
+
 PRESETS = {
     "paper": {},
     # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/method.md section 6.
@@ -234,10 +237,10 @@ PRESETS = {
     # luck falls to about a point from 48 labels on (docs/results/variance-candidates).
     "cpu": dict(warm_start=16, query_size=16, n_rounds=5, pool_size=400, pool_subsample=200, test_limit=None,
                 lora=LoraSettings(rank=64, alpha=16, dropout=0.1),
-                train=TrainSettings(epochs=3, batch_size=8, learning_rate=5e-4, warmup_ratio=0.1, min_steps=48),
+                train=CPU_TRAIN,
                 # Full fine-tuning on the same schedule at a tenth of the rate (scripts/measure.py
                 # full-ft-lr --schedule cpu: 5e-5 as good as 1e-4 on 16 and 64 labels, 2e-5 far below).
-                full_train=TrainSettings(epochs=3, batch_size=8, learning_rate=5e-5, warmup_ratio=0.1, min_steps=48)),
+                full_train=replace(CPU_TRAIN, learning_rate=5e-5)),
     # The cpu preset until the variance study: the results in docs/results made before it.
     "cpu-v1": dict(warm_start=16, query_size=16, n_rounds=5, pool_size=400, pool_subsample=200, test_limit=500,
                    lora=LoraSettings(rank=64, alpha=16, dropout=0.1),

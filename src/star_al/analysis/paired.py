@@ -45,12 +45,22 @@ class PairedDifference:
 WIDTH = 1.0
 
 
+def _half_width(sd: float, n: int, level: float) -> float:
+    """The t interval's half-width over n pairs of this sd: t_{n-1, (1+level)/2} sd / sqrt(n)."""
+    return stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+
+
+def _smallest_n(fits, limit: int) -> int | None:
+    """The smallest n >= 2 (a t interval needs two pairs) for which fits(n) holds, up to limit."""
+    return next((n for n in range(2, limit + 1) if fits(n)), None)
+
+
 def t_interval(differences, level: float = 0.95) -> tuple[float, float] | None:
     """mean ± t_{n-1, (1+level)/2} sd / sqrt(n); None with fewer than two pairs."""
     d = np.asarray(differences, dtype=float)
     if d.size < 2:
         return None
-    half = stats.t.ppf((1 + level) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    half = _half_width(float(d.std(ddof=1)), d.size, level)
     return float(d.mean() - half), float(d.mean() + half)
 
 
@@ -77,10 +87,7 @@ def seeds_needed(mean: float, sd: float, level: float = 0.95, limit: int = 10000
         return None
     if sd == 0:
         return 2
-    for n in range(2, limit + 1):
-        if stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n) < abs(mean):
-            return n
-    return None
+    return _smallest_n(lambda n: _half_width(sd, n, level) < abs(mean), limit)
 
 
 def seeds_for_width(sd: float, width: float = WIDTH, level: float = 0.95, limit: int = 100000) -> int | None:
@@ -88,10 +95,7 @@ def seeds_for_width(sd: float, width: float = WIDTH, level: float = 0.95, limit:
     Where to stop adding seeds, as far as the spread measured so far tells."""
     if not np.isfinite(sd) or width <= 0:
         return None
-    for n in range(2, limit + 1):
-        if stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n) <= width:
-            return n
-    return None
+    return _smallest_n(lambda n: _half_width(sd, n, level) <= width, limit)
 
 
 def compare(aucs_a: dict, aucs_b: dict, scale: float = 100.0, level: float = 0.95) -> PairedDifference | None:
