@@ -194,3 +194,24 @@ def test_the_time_table_gives_each_strategys_median_run(tmp_path):
     assert rows["random"] == ["3", "10", "60", "9", "1.3"]
     assert rows["me"] == ["3", "20", "120", "9", "2.5"]  # 120 + 20 + 9 = 149 s
     assert "## Time" in write_report([root], tmp_path / "out")
+
+
+def test_the_study_tables_arrange_the_reports_paired_figures(tmp_path, capsys, monkeypatch):
+    import runpy
+    from pathlib import Path
+    import sys
+
+    root = tmp_path / "runs"
+    # flat curves (AUC = accuracy); per seed, me = random + 1 point, me+dynamic = random + 2,
+    # me+star = random + 3: every paired difference is exact, its t interval a point
+    for seed, base in enumerate([0.60, 0.62, 0.64]):
+        for strategy, gain in (("random", 0.0), ("me", 0.01), ("me+dynamic", 0.02), ("me+star", 0.03)):
+            make_run(root, "sst2", strategy, seed, [base + gain] * 3)
+    monkeypatch.setattr(sys, "argv", ["study_tables.py", str(root)])
+    runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "study_tables.py"), run_name="__main__")
+    lines = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert lines["random"][:3] == ["3", "62.00 ± 2.00", ""]
+    assert lines["me+star"][:5] == ["3", "65.00 ± 2.00", "+3.00 [+3.00, +3.00]", "n/a", "+2.00 [+2.00, +2.00]"]
+    assert lines["+ dynamic"][:4] == ["3", "64.00 ± 2.00", "+1.00 [+1.00, +1.00]", ""]
+    assert lines["STAR (all three)"][:4] == ["3", "65.00 ± 2.00", "+2.00 [+2.00, +2.00]", "+1.00 [+1.00, +1.00]"]

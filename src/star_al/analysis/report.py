@@ -342,17 +342,27 @@ def stopping_table(runs, spec: str = DEFAULT_STOPPING) -> str:
 TIME_PARTS = ("score", "train", "eval")
 
 
+def median_times(runs) -> dict[tuple[str, str], dict[str, float]]:
+    """(task, strategy) -> the median over its runs of each part's seconds summed over the
+    rounds ('score', 'train', 'eval', 'total'), and 'runs', how many (wall clock, from
+    rounds.jsonl's timings)."""
+    result = {}
+    for key, group in _group(runs).items():
+        totals = [{part: sum(r.get("timings", {}).get(part, 0.0) for r in run.rounds)
+                   for part in (*TIME_PARTS, "total")} for run in group]
+        result[key] = {part: float(np.median([t[part] for t in totals])) for part in (*TIME_PARTS, "total")}
+        result[key]["runs"] = len(totals)
+    return result
+
+
 def time_table(runs) -> str:
-    """What each strategy costs: the median over its runs of each part's seconds summed over the
-    rounds, and of the whole run in minutes (wall clock, from rounds.jsonl's timings)."""
-    groups = _group(runs)
+    """What each strategy costs: the median run's seconds per part and minutes in all."""
+    medians = median_times(runs)
     body = []
-    for task in sorted({task for task, _ in groups}):
-        for strategy in strategy_order([s for t, s in groups if t == task]):
-            totals = [{part: sum(r.get("timings", {}).get(part, 0.0) for r in run.rounds)
-                       for part in (*TIME_PARTS, "total")} for run in groups[(task, strategy)]]
-            median = {part: float(np.median([t[part] for t in totals])) for part in (*TIME_PARTS, "total")}
-            body.append([task, strategy, str(len(totals)), *(f"{median[p]:.0f}" for p in TIME_PARTS),
+    for task in sorted({task for task, _ in medians}):
+        for strategy in strategy_order([s for t, s in medians if t == task]):
+            median = medians[(task, strategy)]
+            body.append([task, strategy, str(median["runs"]), *(f"{median[p]:.0f}" for p in TIME_PARTS),
                          f"{median['total'] / 60:.1f}"])
     caption = ("Wall-clock time per run, the median over its seeds: seconds spent scoring the pool, "
                "training and evaluating, summed over the rounds, and the whole run in minutes (model "
