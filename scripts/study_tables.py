@@ -10,6 +10,7 @@ median run's minutes); this only picks and arranges them.
 """
 
 import argparse
+import sys
 
 from star_al.analysis.report import find_runs, markdown_grid, median_times, paired_rows, summarise
 
@@ -36,7 +37,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run directories (or folders holding them) of one task")
     args = parser.parse_args()
 
-    runs = find_runs(args.runs)
+    found = find_runs(args.runs)
+    runs = [run for run in found if run.finished]  # as star report: a run still going is left out
+    if len(runs) < len(found):
+        print(f"left out {len(found) - len(runs)} unfinished run(s)", file=sys.stderr)
     tasks = {run.task for run in runs}
     if len(tasks) != 1:
         raise SystemExit(f"error: the runs are of {len(tasks)} tasks ({', '.join(sorted(tasks))}); give one task's")

@@ -207,6 +207,7 @@ def test_the_study_tables_arrange_the_reports_paired_figures(tmp_path, capsys, m
     for seed, base in enumerate([0.60, 0.62, 0.64]):
         for strategy, gain in (("random", 0.0), ("me", 0.01), ("me+dynamic", 0.02), ("me+star", 0.03)):
             make_run(root, "sst2", strategy, seed, [base + gain] * 3)
+    make_run(root, "sst2", "me+star", 3, [0.10])  # still running: left out, as by star report
     monkeypatch.setattr(sys, "argv", ["study_tables.py", str(root)])
     runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "study_tables.py"), run_name="__main__")
     lines = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
