@@ -12,7 +12,7 @@ median run's minutes); this only picks and arranges them.
 import argparse
 import sys
 
-from star_al.analysis.report import find_runs, markdown_grid, median_times, paired_rows, summarise
+from star_al.analysis.report import find_runs, format_interval, markdown_grid, median_times, paired_rows, summarise
 
 TABLE_1 = ("random", "me", "pe", "me+star", "pe+star")
 TABLE_2 = {"me": "me", "me+dynamic": "+ dynamic", "me+dynamic+mc": "+ dynamic + MC dropout",
@@ -20,12 +20,8 @@ TABLE_2 = {"me": "me", "me+dynamic": "+ dynamic", "me+dynamic+mc": "+ dynamic + 
 
 
 def _interval(stat, which: str = "t_interval") -> str:
-    if stat is None:
-        return ""
-    interval = getattr(stat, which)
-    if interval is None:
-        return "n/a"
-    return f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
+    """One of a comparison's intervals as the report writes it; blank where there is no comparison."""
+    return "" if stat is None else format_interval(getattr(stat, which))
 
 
 def _difference(stat) -> str:

@@ -278,7 +278,8 @@ def paired_rows(runs, references=("random", "me")) -> list[tuple[str, str, str, 
     return result
 
 
-def _interval(interval) -> str:
+def format_interval(interval) -> str:
+    """'[low, high]' in signed points, 'n/a' where there is none."""
     return "n/a" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
 
 
@@ -289,8 +290,8 @@ def paired_table(runs, references=("random", "me")) -> str:
     if not rows:
         return ""
     body = [[task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
-             "n/a" if stat.sd is None else f"{stat.sd:.2f}", _interval(stat.t_interval),
-             _interval(stat.bootstrap_interval), _interval(stat.sentence_interval),
+             "n/a" if stat.sd is None else f"{stat.sd:.2f}", format_interval(stat.t_interval),
+             format_interval(stat.bootstrap_interval), format_interval(stat.sentence_interval),
              "n/a" if stat.seeds_needed is None else str(stat.seeds_needed),
              "n/a" if stat.seeds_for_width is None else str(stat.seeds_for_width)]
             for task, strategy, reference, stat in rows]
