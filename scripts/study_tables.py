@@ -61,6 +61,15 @@ def main() -> None:
     print("\n**Table 2** (STAR's parts on ME, each against plain ME and against the dynamic mix alone):\n")
     print(markdown_grid(["strategy", "seeds", "AUC", "- me [t]", "- me+dynamic [t]", "sentence bootstrap (- me+dynamic)",
                  "run min"], table_2))
+    aucs = {}
+    for run in runs:
+        aucs.setdefault(run.strategy, {})[run.seed] = run.auc()
+    print("\nOn how many seeds each difference of Table 1 has the sign of its mean:\n")
+    for (strategy, reference), stat in stats.items():
+        if strategy in TABLE_1 and reference in ("random", "me"):
+            seeds = set(aucs[strategy]) & set(aucs[reference])
+            same = sum((aucs[strategy][seed] - aucs[reference][seed]) * stat.mean > 0 for seed in seeds)
+            print(f"- {strategy} - {reference}: {same} of {len(seeds)}")
 
 
 if __name__ == "__main__":

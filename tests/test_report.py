@@ -210,8 +210,10 @@ def test_the_study_tables_arrange_the_reports_paired_figures(tmp_path, capsys, m
     make_run(root, "sst2", "me+star", 3, [0.10])  # still running: left out, as by star report
     monkeypatch.setattr(sys, "argv", ["study_tables.py", str(root)])
     runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "study_tables.py"), run_name="__main__")
+    out = capsys.readouterr().out
     lines = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
-             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+             for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert "- me+star - random: 3 of 3" in out and "- me - random: 3 of 3" in out
     assert lines["random"][:3] == ["3", "62.00 ± 2.00", ""]
     assert lines["me+star"][:5] == ["3", "65.00 ± 2.00", "+3.00 [+3.00, +3.00]", "n/a", "+2.00 [+2.00, +2.00]"]
     assert lines["+ dynamic"][:4] == ["3", "64.00 ± 2.00", "+1.00 [+1.00, +1.00]", ""]
