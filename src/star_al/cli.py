@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeats", type=int, default=5,
                     help="rounds in which the fast and plain paths take turns; each figure is the best (default 5)")
     bn.add_argument("--json", action="store_true", help="print one JSON object of all figures")
+    bn.add_argument("--pool-memory", default=None, metavar="SIZES",
+                    help="instead: the memory of one scoring pass over pools of these sizes (sst2 sentences, "
+                         "e.g. 1000,10000) on a tiny 2-layer Llama, with and without releasing the heap")
     return parser
 
 
@@ -689,6 +692,20 @@ def cmd_bench(args) -> None:
     from star_al.models.hardware import choose_placement
     from star_al.data.tasks import load_examples, load_task
 
+    if args.pool_memory is not None:
+        from star_al.bench_memory import run_pool_memory_bench
+
+        try:
+            sizes = [int(n) for n in _split_list(args.pool_memory, "pool-memory")]
+        except ValueError as error:
+            raise StarError(f"--pool-memory takes sizes such as 1000,10000, got {args.pool_memory}") from error
+        if min(sizes) < 1:
+            raise StarError(f"--pool-memory sizes must be at least 1, got {args.pool_memory}")
+        log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+        rows = run_pool_memory_bench(sizes, data_root_from(args), log)
+        if args.json:
+            print(json.dumps(rows))
+        return
     for flag in ("examples", "passes", "train_steps", "train_batch", "repeats"):
         if getattr(args, flag) < 1:
             raise StarError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")

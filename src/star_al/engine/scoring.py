@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
 from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.gradients import gradient_factors, tail_inputs, tail_of
+from star_al.engine.heap import HeapGuard
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 from star_al.errors import StarError
 from star_al.log import quiet
@@ -229,13 +230,17 @@ def run_batches(model, batches: list[list[int]], work, processes: Processes = SI
     masks (and the batch-mates) it has in a single process, and 1 or N processes give
     the same MC-dropout scores. The batches themselves are made from the whole list.
     runs_model(batch) is False for a batch that work() answers without a forward pass.
+    What each batch freed goes back to the OS (engine/heap.py): batch shapes vary, and
+    glibc would otherwise keep about a vocabulary row's worth of heap per example scored.
     """
+    heap = HeapGuard()
     mine = set(processes.share(len(batches)))
     draws = mask_draws_per_forward(model) if processes.world > 1 else 0
     results = {}
     for position, batch in enumerate(tqdm(batches, desc=desc, disable=desc is None or quiet(), leave=False)):
         if position in mine:
             results[position] = work(batch)
+            heap.after_batch()
         elif runs_model(batch):
             skip_mask_draws(draws)
     return processes.gather(results, len(batches))

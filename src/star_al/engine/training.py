@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
 from star_al.data.batching import encode_pair, left_pad
 from star_al.engine.distributed import Execution
+from star_al.engine.heap import HeapGuard
 from star_al.log import quiet
 from star_al.models.fast_lora import batch_rows
 from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
@@ -206,6 +207,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
         _leave_frozen_weights_alone(model)
         parallel_model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    heap = HeapGuard()
     with (training_attention(model), gradient_checkpointing(model, execution.gradient_checkpointing),
           tqdm(total=total_steps, desc=desc, disable=desc is None or quiet(), leave=False) as bar):
         for _ in range(epochs):
@@ -224,6 +226,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                heap.after_batch()  # batch shapes vary: keep the heap flat (engine/heap.py)
                 result.steps += 1
                 result.losses.append(loss_value)
                 bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
