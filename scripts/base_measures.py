@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from star_al.data.tasks import load_examples, load_task
+from star_al.data.catalog import load_task
+
+from star_al.data.tasks import load_examples
 
 
 def main() -> None:

@@ -30,10 +30,12 @@ from star_al.engine.evaluation import evaluate
 from star_al.models.fast_lora import replace_lora_dropout
 from star_al.models.hardware import choose_placement
 from star_al.engine.scoring import ScoringOptions, cache_argument, score_examples, shared_prefix_length
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.training import (LoraSettings, TrainSettings, adamw, adapter_to_base_dtype, answer_only_batch,
-                              attach_fresh_adapter, autocast_context, detach_adapter, full_copy, optimizer_groups,
-                              train_adapter, train_full, training_attention)
+from star_al.config import LoraSettings, TrainSettings
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.engine.training import (adamw, answer_only_batch, autocast_context, optimizer_groups, train_adapter,
+                                     train_full, training_attention)
+from star_al.models.adapters import LORA, full_copy
 
 DATA = os.environ.get("STAR_DATA_ROOT", "../shared/data")
 
@@ -50,12 +52,12 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def scoring_adapter(backbone):
     """A trained-looking r-64 adapter (B not zero), in eval mode and the base dtype, as in the bench."""
-    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    model = LORA.attach(backbone.model, LoraSettings(), seed=0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.01)
     model.eval()
-    adapter_to_base_dtype(model)
+    LORA.to_base_dtype(model)
     return model
 
 
@@ -102,7 +104,7 @@ def training_profile(backbone):
                 step()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
             print_matmul_share(prof)
-        detach_adapter(model)
+        LORA.detach(model)
 
 
 def mc_dropout(backbone):
@@ -229,7 +231,7 @@ def kernels(backbone):
     generator = np.random.SFC64(0)
     print(f"random 64-bit words, ns each: torch random_ {per_word(lambda: words.random_(-2 ** 63, 2 ** 63 - 1)):.2f}; "
           f"NumPy SFC64 {per_word(lambda: generator.random_raw(words.numel())):.2f}")
-    model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    model = LORA.attach(backbone.model, LoraSettings(), seed=0)
     for param in model.parameters():
         if param.requires_grad:
             param.grad = torch.randn_like(param)
@@ -237,7 +239,7 @@ def kernels(backbone):
     plain, fused = torch.optim.AdamW(optimizer_groups(model, 0.5), lr=1e-4), adamw(optimizer_groups(model, 0.5), lr=1e-4)
     print(f"AdamW step over the {tensors} adapter tensors: torch default {1e3 * best_of(plain.step, 10):.1f} ms; "
           f"ours (fused) {1e3 * best_of(fused.step, 10):.1f} ms")
-    detach_adapter(model)
+    LORA.detach(model)
 
 
 def main():

@@ -40,7 +40,8 @@ def memory(model: dict, rank: int, batch: int, tokens: int, checkpointing: bool)
 
 def token_counts(task_name: str) -> tuple[float, float, int, int]:
     """Mean prompt+answer tokens of train and test examples, and the split sizes."""
-    from star_al.data.tasks import default_data_root, load_examples, load_task
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import default_data_root, load_examples
     from star_al.models.backbones import default_cache_root, resolve_model_dir
     from transformers import AutoTokenizer
 
@@ -65,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     model = LLAMA2_7B
     print(f"LoRA r 64 on all linear layers of Llama-2-7B: {lora_params(model, 64) / 1e6:.1f}M parameters")
-    from star_al.data.tasks import load_task
+    from star_al.data.catalog import load_task
 
     for name, (warm, query, rounds) in PAPER.items():
         training = load_task(name).training

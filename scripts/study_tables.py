@@ -12,7 +12,8 @@ median run's minutes); this only picks and arranges them.
 import argparse
 import sys
 
-from star_al.analysis.report import find_runs, format_interval, markdown_grid, median_times, paired_rows, summarise
+from star_al.analysis.report import find_runs, format_interval, median_times, paired_rows, summarise
+from star_al.analysis.tables import markdown_grid
 
 TABLE_1 = ("random", "me", "pe", "me+star", "pe+star")
 TABLE_2 = {"me": "me", "me+dynamic": "+ dynamic", "me+dynamic+mc": "+ dynamic + MC dropout",

@@ -44,7 +44,8 @@ def tiny_backbone_factory(data_root):
 
     from star_al.models.backbones import prepare
     from star_al.models.hardware import Placement
-    from star_al.data.tasks import load_examples, load_task
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import load_examples
 
     texts = []
     for name in ("sst2", "obqa", "boolq", "gsm8k"):

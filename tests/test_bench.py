@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from star_al.bench import forward_flops, lora_weights, model_shape, naive_scores, run_bench
+from star_al.bench import adapter_weight_count, forward_flops, model_shape, naive_scores, run_bench
 from star_al.engine.scoring import ScoringOptions, score_examples
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.training import LoraSettings, attach_fresh_adapter, detach_adapter
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.config import LoraSettings
+from star_al.models.adapters import LORA
 
 KEYS = ("peak_dtype", "bf16_fast", "scoring_fraction_of_peak", "scoring_speedup_vs_naive", "mc_cost_ratio",
         "training_speedup_vs_plain", "training_fraction_of_peak", "generation_tokens_per_s", "peak_memory_mb",
@@ -19,14 +21,14 @@ def test_naive_reference_matches_the_batched_path_with_dropout_off(tiny_backbone
 
     task = load_task("boolq")
     examples = load_examples(task, "train", data_root=str(data_root))[:6]
-    model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
+    model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)
     model.eval()
     ours = score_examples(model, tiny_backbone.tokenizer, task, examples, ScoringOptions(batch_size=4))
     naive = naive_scores(model, tiny_backbone.tokenizer, task, examples)
-    detach_adapter(model)
+    LORA.detach(model)
     assert naive.shape == (1, 6)
     assert abs(ours.me[0] - naive[0]).max() < 1e-4
 
@@ -70,6 +72,6 @@ def test_lora_weights_count_rank_times_in_plus_out_for_every_projection(tiny_bac
     projections = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]
     assert len(projections) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
     expected = sum(4 * (m.in_features + m.out_features) for m in projections)
-    peft_model = attach_fresh_adapter(model, LoraSettings(rank=4), seed=0)
-    assert lora_weights(peft_model) == expected
-    detach_adapter(peft_model)
+    peft_model = LORA.attach(model, LoraSettings(rank=4), seed=0)
+    assert adapter_weight_count(peft_model) == expected
+    LORA.detach(peft_model)

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from star_al.al.loop import ActiveLearningRun
-from star_al.al.run_dir import RunDir, load_npz
+from star_al.al.run_dir import RunDir
 from star_al.data.batching import encode_pair, encode_prompt
-from star_al.data.tasks import load_examples, load_task
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
 from star_al.engine.scoring import ScoringOptions, score_examples
-from star_al.engine.training import LoraSettings, TrainSettings
+from star_al.config import LoraSettings, TrainSettings
 from star_al.errors import StarError
+from star_al.files import load_npz
 from star_al.strategies.base import Needs, ScoreView
 from star_al.strategies.diversity import (Badge, ClusterTopK, KMeansCentroids, RankOne, k_center_greedy, kmeans,
                                           kmeans_pp_seeds, top_per_cluster, typicality, typiclust_picks)
@@ -179,7 +181,7 @@ def test_embeddings_are_the_last_hidden_state_at_the_answer_position_and_leave_s
 
 
 def test_a_generation_task_embeds_the_prompts_last_position_and_mc_passes_average(tiny_backbone, data_root):
-    from star_al.engine.training import attach_fresh_adapter
+    from star_al.models.adapters import LORA
 
     task = load_task("gsm8k")
     examples = load_examples(task, "test", data_root=str(data_root))[:3]
@@ -192,7 +194,7 @@ def test_a_generation_task_embeds_the_prompts_last_position_and_mc_passes_averag
     assert scores.label_probs is None
     sst2 = load_task("sst2")
     few = load_examples(sst2, "test", data_root=str(data_root))[:4]
-    peft_model = attach_fresh_adapter(model, LoraSettings(rank=4, alpha=8, dropout=0.3), 0)
+    peft_model = LORA.attach(model, LoraSettings(rank=4, alpha=8, dropout=0.3), 0)
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.3)
@@ -211,7 +213,7 @@ def smoke_config(strategy, **changes):
 
 
 def picks(rounds):
-    return [r["selected_ids"] for r in rounds]
+    return [r.selected_ids for r in rounds]
 
 
 # Selections of the default recipes on this tiny model, recorded before the diversity
@@ -255,8 +257,8 @@ def test_a_cold_start_by_uncertainty_takes_the_base_models_top_scores(tiny_backb
                  tmp_path / "r")
     base = load_npz(tmp_path / "r" / "base_scores.npz")
     top = base["ids"][np.lexsort((base["ids"], -base["me"]))[:4]]
-    assert rounds[0]["selected_ids"] == [int(i) for i in top]
-    assert rounds[0]["selected_scores"] == pytest.approx(sorted(base["me"], reverse=True)[:4])
+    assert rounds[0].selected_ids == [int(i) for i in top]
+    assert rounds[0].selected_scores == pytest.approx(sorted(base["me"], reverse=True)[:4])
 
 
 def test_a_diverse_run_resumed_after_a_kill_ends_as_an_uninterrupted_one(tiny_backbone_factory, sst2_data, tmp_path):

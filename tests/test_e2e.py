@@ -38,7 +38,9 @@ def test_real_smollm2_evaluates_real_examples_of_each_task(smollm2, data_root, t
     forward pass, one example at a time."""
     import torch
 
-    from star_al.data.tasks import load_examples, load_task
+    from star_al.data.catalog import load_task
+
+    from star_al.data.tasks import load_examples
     from star_al.engine.evaluation import evaluate
 
     task = load_task(task_name)

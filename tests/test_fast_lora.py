@@ -5,10 +5,12 @@ import torch
 
 from star_al.data.batching import encode_pair, left_pad
 from star_al.models.fast_lora import BitDropout, drop_inputs, keep_bits, replace_lora_dropout
-from star_al.engine.scoring import lora_dropout_active, merged_adapter
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.training import (LoraSettings, answer_loss, answer_only_batch, attach_fresh_adapter,
-                              autocast_context)
+from star_al.engine.scoring import mc_dropout_active, merged_adapter
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.config import LoraSettings
+from star_al.engine.training import answer_loss, answer_only_batch, autocast_context
+from star_al.models.adapters import LORA
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
@@ -63,7 +65,7 @@ def _twin_adapters(tiny_backbone_factory, dropout: float, base_dtype=torch.float
     models = []
     for fast in (False, True):
         backbone = tiny_backbone_factory(0)
-        model = attach_fresh_adapter(backbone.model.to(base_dtype), LoraSettings(rank=4, alpha=8, dropout=dropout),
+        model = LORA.attach(backbone.model.to(base_dtype), LoraSettings(rank=4, alpha=8, dropout=dropout),
                                      seed=0, fast=fast)
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -91,11 +93,11 @@ def test_fast_forward_gives_pefts_logits_with_and_without_dropout(tiny_backbone_
     torch.testing.assert_close(logits(fast), logits(plain), rtol=1e-5, atol=1e-5)
     draws = []
     for model in (plain, fast):
-        with lora_dropout_active(model):
+        with mc_dropout_active(model):
             torch.manual_seed(7)
             draws.append(logits(model))
     torch.testing.assert_close(draws[1], draws[0], rtol=1e-5, atol=1e-5)
-    with lora_dropout_active(fast):
+    with mc_dropout_active(fast):
         assert not torch.allclose(logits(fast), draws[1]), "dropout is on"
     with merged_adapter(fast), merged_adapter(plain):
         torch.testing.assert_close(logits(fast), logits(plain), rtol=1e-5, atol=1e-5)
@@ -145,9 +147,9 @@ def test_skipping_a_forwards_mask_draws_leaves_the_generator_where_the_forward_w
     """A process that leaves a batch to another steps past exactly the seeds that batch's forward takes."""
     from star_al.models.fast_lora import mask_draws_per_forward, skip_mask_draws
 
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
     ids = torch.tensor([[5, 6, 7, 8]])
-    with lora_dropout_active(peft_model), torch.no_grad():
+    with mc_dropout_active(peft_model), torch.no_grad():
         assert mask_draws_per_forward(peft_model) == 14  # 2 layers x 7 projections
         torch.manual_seed(3)
         peft_model(input_ids=ids)

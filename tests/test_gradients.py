@@ -7,9 +7,10 @@ import torch
 from star_al.al.loop import ActiveLearningRun
 from star_al.al.run_dir import RunDir
 from star_al.data.batching import encode_pair, encode_prompt
-from star_al.data.tasks import load_examples, load_task
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
 from star_al.engine.scoring import ScoringOptions, score_examples
-from star_al.engine.training import LoraSettings
+from star_al.config import LoraSettings
 from star_al.errors import StarError
 from star_al.models.adapters import adapter_method
 from test_loop import smoke_config
@@ -122,6 +123,6 @@ def test_a_badge_run_goes_end_to_end_and_repeats_exactly(tiny_backbone_factory, 
             load_examples(task, "test", data_root=str(data_root))[:6])
     config = smoke_config("badge", task="boolq", n_rounds=2, warm_start_by="kmeans")
     first = run(config, tiny_backbone_factory(0), data, tmp_path / "a")
-    picks = [r["selected_ids"] for r in first]
+    picks = [r.selected_ids for r in first]
     assert [len(p) for p in picks] == [4, 3, 3] and len({i for p in picks for i in p}) == 10
-    assert [r["selected_ids"] for r in run(config, tiny_backbone_factory(0), data, tmp_path / "b")] == picks
+    assert [r.selected_ids for r in run(config, tiny_backbone_factory(0), data, tmp_path / "b")] == picks

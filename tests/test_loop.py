@@ -5,13 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from star_al.config import RunConfig
-from star_al.errors import StarError
 from star_al.al.loop import ActiveLearningRun
+from star_al.al.run_config import checked
+from star_al.al.run_dir import RunDir
+from star_al.config import LoraSettings, RunConfig, TrainSettings
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.errors import StarError
+from star_al.files import load_npz
 from star_al.labeling.oracle import GoldOracle
-from star_al.al.run_dir import RunDir, load_npz
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.training import LoraSettings, TrainSettings
 
 
 class Killed(Exception):
@@ -42,7 +44,7 @@ def smoke_config(strategy, **changes):
                   n_rounds=3, pool_size=30, mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.2),
                   train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3))
     values.update(changes)
-    return RunConfig(**values).validate()
+    return checked(RunConfig(**values))
 
 
 def run(config, backbone, data, path, oracle=None):
@@ -51,17 +53,17 @@ def run(config, backbone, data, path, oracle=None):
 
 
 def without_timings(rounds):
-    return [{k: v for k, v in r.items() if k != "timings"} for r in rounds]
+    return [{k: v for k, v in r.to_dict().items() if k != "timings"} for r in rounds]
 
 
 def test_run_writes_one_round_line_per_round_with_accuracy_and_selected_ids(tiny_backbone, sst2_data, tmp_path):
     rounds = run(smoke_config("me+star"), tiny_backbone, sst2_data, tmp_path / "r")
     lines = (tmp_path / "r" / "rounds.jsonl").read_text().splitlines()
     assert len(lines) == 4 and [json.loads(l)["round"] for l in lines] == [0, 1, 2, 3]
-    assert [r["n_labeled"] for r in rounds] == [4, 7, 10, 13]
-    selected = [i for r in rounds for i in r["selected_ids"]]
+    assert [r.n_labeled for r in rounds] == [4, 7, 10, 13]
+    selected = [i for r in rounds for i in r.selected_ids]
     assert len(selected) == len(set(selected)) == 13
-    assert all(0 <= r["accuracy"] <= 1 and "ece" in r and "brier" in r for r in rounds)
+    assert all(0 <= r.accuracy <= 1 and r.ece is not None and r.brier is not None for r in rounds)
     scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
     assert scores["me"].shape[0] == 2  # MC passes kept apart
     assert scores["base_me"].shape == scores["combined"].shape == (26,)
@@ -85,14 +87,14 @@ def test_same_seed_same_selections_other_seed_other_selections(tiny_backbone_fac
     second = run(smoke_config("random", n_rounds=1), tiny_backbone_factory(0), sst2_data, tmp_path / "b")
     other = run(smoke_config("random", n_rounds=1, seed=4), tiny_backbone_factory(0), sst2_data, tmp_path / "c")
     assert without_timings(first) == without_timings(second)
-    assert first[0]["selected_ids"] != other[0]["selected_ids"]
+    assert first[0].selected_ids != other[0].selected_ids
 
 
 def test_uncertainty_query_takes_the_top_scores_of_the_round_file(tiny_backbone, sst2_data, tmp_path):
     rounds = run(smoke_config("me", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r")
     scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
     top = scores["ids"][np.argsort(-scores["combined"], kind="stable")[:3]]
-    assert sorted(rounds[1]["selected_ids"]) == sorted(int(i) for i in top)
+    assert sorted(rounds[1].selected_ids) == sorted(int(i) for i in top)
     np.testing.assert_allclose(scores["combined"], scores["me"].mean(axis=0))
 
 
@@ -136,18 +138,18 @@ def test_full_finetuning_trains_every_weight_and_leaves_the_base_untouched(tiny_
                                                                           monkeypatch):
     import torch
 
-    from star_al.models.adapters import ADAPTERS
+    from star_al.engine import training as training_module
 
-    full = ADAPTERS.get("full")
     trained = []
-    real_train = full.train
-    monkeypatch.setattr(full, "train", lambda model, *a, **k: trained.append(model) or real_train(model, *a, **k))
+    real_train = training_module.train_full
+    monkeypatch.setattr(training_module, "train_full",
+                        lambda model, *a, **k: trained.append(model) or real_train(model, *a, **k))
     before = {n: p.clone() for n, p in tiny_backbone.model.named_parameters()}
     config = smoke_config("me", finetune="full", n_rounds=1)
     al_run = ActiveLearningRun(config, sst2_data[0], sst2_data[1], sst2_data[2], tiny_backbone,
                                RunDir(tmp_path / "r"))
     rounds = al_run.run()
-    assert len(rounds) == 2 and all(0 <= r["accuracy"] <= 1 for r in rounds)
+    assert len(rounds) == 2 and all(0 <= r.accuracy <= 1 for r in rounds)
     tuned = dict(trained[-1].named_parameters())
     assert trained[-1] is not tiny_backbone.model and al_run.model is tiny_backbone.model  # the copy is dropped
     assert any(not torch.equal(tuned[n], before[n]) for n in before if "layers.0.mlp" in n)
@@ -179,9 +181,9 @@ def test_training_reads_labels_only_from_the_ledger(tiny_backbone, sst2_data, tm
     rounds = run(smoke_config("me+star"), tiny_backbone, sst2_data, tmp_path / "r")
     entries = LabelLedger(tmp_path / "r" / "labels.jsonl").read()
     by_id = {ex.id: ex for ex in sst2_data[1]}
-    assert [e["id"] for e in entries] == [i for r in rounds for i in r["selected_ids"]]
+    assert [e["id"] for e in entries] == [i for r in rounds for i in r.selected_ids]
     assert all(e["answer"] == by_id[e["id"]].gold and e["source"] == "gold" for e in entries)
-    assert [e["round"] for e in entries] == [r["round"] for r in rounds for _ in r["selected_ids"]]
+    assert [e["round"] for e in entries] == [r.round for r in rounds for _ in r.selected_ids]
 
 
 def test_a_label_in_the_ledger_is_what_training_uses(tiny_backbone, sst2_data, tmp_path, monkeypatch):
@@ -245,8 +247,8 @@ def test_a_toy_strategy_is_one_class_and_one_registry_line(tiny_backbone, sst2_d
         rounds = run(smoke_config("toy+dynamic", n_rounds=1), tiny_backbone, sst2_data, tmp_path / "r")
         scores = load_npz(tmp_path / "r" / "scores" / "round-01.npz")
         top = scores["ids"][np.argsort(-scores["combined"], kind="stable")[:3]]
-        assert sorted(rounds[1]["selected_ids"]) == sorted(int(i) for i in top)
-        assert rounds[1]["lambda"] == pytest.approx(0.9)
+        assert sorted(rounds[1].selected_ids) == sorted(int(i) for i in top)
+        assert rounds[1].lambda_ == pytest.approx(0.9)
     finally:
         STRATEGIES.remove("toy")
 
@@ -272,11 +274,11 @@ def test_picks_at_lambda_0_9_follow_the_clean_base_scores_when_they_come_from_th
                                cache_root=cache).run()
     assert json.loads((tmp_path / "first" / "base_scores.json").read_text())["source"] == "computed"
     assert json.loads((tmp_path / "second" / "base_scores.json").read_text())["source"] == "shared cache"
-    assert rounds[1]["lambda"] == pytest.approx(0.9)
+    assert rounds[1].lambda_ == pytest.approx(0.9)
     candidates = load_npz(tmp_path / "second" / "scores" / "round-01.npz")["ids"]
     by_id = {ex.id: ex for ex in pool}
     clean = score_examples(tiny_backbone_factory(0).model, backbone.tokenizer, task, [by_id[int(i)] for i in candidates],
                            ScoringOptions(batch_size=8)).me[0]
     base_top = {int(i) for i in candidates[np.argsort(-clean, kind="stable")[:6]]}
-    assert len(base_top & set(rounds[1]["selected_ids"])) >= 4
+    assert len(base_top & set(rounds[1].selected_ids)) >= 4
     np.testing.assert_allclose(load_npz(tmp_path / "second" / "scores" / "round-01.npz")["base_me"], clean, rtol=1e-5)

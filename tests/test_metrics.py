@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from star_al.analysis.metrics import (auc, brier_score, calibration_summary,
+from star_al.metrics import (auc, brier_score, calibration_summary,
                              correlation_matrix, expected_calibration_error,
                              mean_wrong_confidence, pearson, ripl, spearman)
 

@@ -7,6 +7,7 @@ import pytest
 
 from star_al.analysis import paired
 from star_al.analysis.report import find_runs, paired_rows, write_report
+from star_al.rounds import pack_correct, unpack_correct
 from test_report import make_run
 
 
@@ -110,9 +111,9 @@ def test_report_uses_saved_predictions_for_the_sentence_bootstrap(tmp_path):
 
 
 def test_mc_picks_changed_counts_the_picks_one_pass_would_not_have_made(tmp_path):
-    from star_al.al.run_dir import write_npz_atomic
     from star_al.analysis.components import mc_picks_changed
     from star_al.config import RunConfig
+    from star_al.files import write_npz_atomic
 
     config = RunConfig(task="sst2", strategy="me+dynamic+mc", warm_start=2, query_size=2, n_rounds=1,
                        mc_passes=2).validate().to_dict()
@@ -132,7 +133,8 @@ def test_decay_probe_counts_changed_picks_and_shrinks_b(tiny_backbone_factory, d
     from star_al.al.run_dir import RunDir
     from star_al.analysis.components import decay_effect
     from star_al.config import RunConfig, TrainSettings
-    from star_al.data.tasks import load_examples, load_task
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import load_examples
     from test_loop import smoke_config
 
     task = load_task("sst2")
@@ -155,8 +157,8 @@ def test_packed_correctness_reads_back_as_the_predictions_and_stands_in_for_them
     correct = np.array([True, False, True, True, False, False, True, False, True, True, False])
     ids = np.array([3, 0, 1, 2, 4, 5, 6, 7, 8, 9, 10])  # out of order: packed in id order
     by_id = correct[np.argsort(ids)]
-    packed = paired.pack_correct(ids, correct)
-    assert len(packed) == 4 and paired.unpack_correct(packed, 11).tolist() == by_id.tolist()
+    packed = pack_correct(ids, correct)
+    assert len(packed) == 4 and unpack_correct(packed, 11).tolist() == by_id.tolist()
     run_dir = make_run(tmp_path / "runs", "sst2", "me", 0, [0.5, 0.6, 0.7])
     rounds = [{**json.loads(line), "n_test": 11, "test_correct": packed}
               for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
@@ -165,14 +167,15 @@ def test_packed_correctness_reads_back_as_the_predictions_and_stands_in_for_them
 
 
 def test_a_run_records_each_rounds_correct_sentences(tiny_backbone, data_root, tmp_path):
-    from star_al.data.tasks import load_examples, load_task
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import load_examples
     from test_loop import run, smoke_config
 
     task = load_task("sst2")
     data = (task, load_examples(task, "train", data_root=str(data_root))[:40],
             load_examples(task, "test", data_root=str(data_root))[:10])
     rounds = run(smoke_config("random", n_rounds=1), tiny_backbone, data, tmp_path / "r")
-    assert np.array_equal(paired.read_correct(tmp_path / "r", rounds),
-                          np.array([paired.unpack_correct(r["test_correct"], 10) for r in rounds]))
-    assert [float(paired.unpack_correct(r["test_correct"], 10).mean()) for r in rounds] == \
-        [pytest.approx(r["accuracy"]) for r in rounds]
+    assert np.array_equal(paired.read_correct(tmp_path / "r", [r.to_dict() for r in rounds]),
+                          np.array([unpack_correct(r.test_correct, 10) for r in rounds]))
+    assert [float(unpack_correct(r.test_correct, 10).mean()) for r in rounds] == \
+        [pytest.approx(r.accuracy) for r in rounds]

@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from star_al.al.loop import ActiveLearningRun
+from star_al.al.run_config import checked
 from star_al.al.run_dir import RunDir
 from star_al.config import RunConfig
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.scoring import ScoringOptions, lora_dropout_active, score_examples
-from star_al.engine.training import LoraSettings, TrainSettings, optimizer_groups, train_adapter
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.engine.scoring import ScoringOptions, mc_dropout_active, score_examples
+from star_al.config import LoraSettings, TrainSettings
+from star_al.engine.training import optimizer_groups, train_adapter
 from star_al.errors import StarError
 from star_al.models.adapters import ADAPTERS, load_adapter, saved_method
 from test_scoring_and_training import nonzero_b
@@ -38,7 +41,7 @@ def smoke_config(strategy, finetune, **changes):
                   n_rounds=2, pool_size=30, mc_passes=2, lora=LoraSettings(rank=4, alpha=8, dropout=0.2),
                   train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3), finetune=finetune)
     values.update(changes)
-    return RunConfig(**values).validate()
+    return checked(RunConfig(**values))
 
 
 @pytest.mark.parametrize("name", ["lora", "dora", "ia3"])
@@ -146,7 +149,7 @@ def test_ia3_scales_keys_values_and_the_ffn_input_and_has_no_dropout_or_b(tiny_b
     decayed, plain = optimizer_groups(peft_model, 0.5)
     assert decayed["params"] == [] and len(plain["params"]) == 3 * 2
     with pytest.raises(StarError, match="dropout"):
-        with lora_dropout_active(peft_model):
+        with mc_dropout_active(peft_model):
             pass
     method.detach(peft_model)
     named = method.attach(tiny_backbone.model, LoraSettings(target_modules=("q_proj", "down_proj")), seed=0)
@@ -220,14 +223,14 @@ def test_two_round_run_with_the_method_saves_its_adapter_and_resumes_identically
         return ActiveLearningRun(config, task, pool, test, tiny_backbone_factory(0), RunDir(path), oracle=oracle).run()
 
     whole = run(tmp_path / "whole")
-    assert [r["n_labeled"] for r in whole] == [4, 7, 10]
+    assert [r.n_labeled for r in whole] == [4, 7, 10]
     saved = json.loads((tmp_path / "whole" / "adapter" / "adapter_config.json").read_text())
     assert (saved["peft_type"], saved.get("use_dora", False)) == (("LORA", True) if name == "dora" else ("IA3", False))
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["finetune"] == name
     with pytest.raises(Killed):
         run(tmp_path / "killed", KillingOracle())
     resumed = run(tmp_path / "killed")
-    strip = lambda rounds: [{k: v for k, v in r.items() if k != "timings"} for r in rounds]  # noqa: E731
+    strip = lambda rounds: [{k: v for k, v in r.to_dict().items() if k != "timings"} for r in rounds]  # noqa: E731
     assert strip(resumed) == strip(whole)
 
 
@@ -245,7 +248,7 @@ def test_export_adapter_names_the_method_in_the_model_card(tiny_backbone, sst2, 
 
 def test_a_report_sets_methods_side_by_side_and_run_dirs_are_named_by_method(tmp_path):
     from star_al.analysis.report import find_runs
-    from star_al.cli import _default_run_dir
+    from star_al.runs import default_run_dir
 
     for method in ("lora", "dora"):
         run = tmp_path / method
@@ -255,5 +258,5 @@ def test_a_report_sets_methods_side_by_side_and_run_dirs_are_named_by_method(tmp
         (run / "rounds.jsonl").write_text("".join(json.dumps({"round": i, "n_labeled": 4 + 4 * i, "accuracy": 0.5})
                                                   + "\n" for i in range(2)))
     assert sorted(run.strategy for run in find_runs([tmp_path])) == ["me+star", "me+star-dora"]
-    assert _default_run_dir("runs", smoke_config("me+dynamic", "ia3")).parts[-2] == "me+dynamic-ia3"
-    assert _default_run_dir("runs", smoke_config("me+star", "lora")).parts[-2] == "me+star"
+    assert default_run_dir("runs", smoke_config("me+dynamic", "ia3")).parts[-2] == "me+dynamic-ia3"
+    assert default_run_dir("runs", smoke_config("me+star", "lora")).parts[-2] == "me+star"

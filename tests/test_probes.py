@@ -10,9 +10,10 @@ import torch
 
 from star_al.errors import StarError
 from star_al.analysis.probes import confidence_probe, entropy_probe, gaussian_kde, in_context_examples
-from star_al.al.run_dir import write_npz_atomic
-from star_al.data.tasks import Example, load_examples, load_task
-from star_al.engine.training import LoraSettings, TrainSettings
+from star_al.data.catalog import load_task
+from star_al.data.tasks import Example, load_examples
+from star_al.config import LoraSettings, TrainSettings
+from star_al.files import write_npz_atomic
 
 
 # ---------------------------------------------------------------- figure 2

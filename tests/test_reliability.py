@@ -14,8 +14,10 @@ import pytest
 from star_al.cli import main
 from star_al.errors import StarError
 from star_al.al.loop import ActiveLearningRun
-from star_al.al.run_dir import RunDir, load_npz, write_text_atomic
-from star_al.data.tasks import load_examples, load_task
+from star_al.al.run_dir import RunDir
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.files import load_npz, write_text_atomic
 
 from test_loop import Killed, KillingOracle, smoke_config, without_timings
 
@@ -300,7 +302,7 @@ def test_a_damaged_or_untrustworthy_pending_batch_is_refused_by_name(pending, ne
 def test_an_already_labeled_id_in_the_pending_batch_is_refused(tiny_backbone_factory, sst2_data, tmp_path):
     config = smoke_config("random")
     killed_run(tiny_backbone_factory(0), sst2_data, tmp_path / "R", config)
-    labeled = RunDir(tmp_path / "R").read_rounds()[0]["selected_ids"]
+    labeled = RunDir(tmp_path / "R").read_rounds()[0].selected_ids
     (tmp_path / "R" / "pending.json").write_text(json.dumps({"round": 2, "ids": labeled[:3], "scores": None}))
     with pytest.raises(StarError, match="already labeled"):
         finish(tiny_backbone_factory(0), sst2_data, tmp_path / "R", config)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from star_al.errors import StarError
-from star_al.analysis.metrics import auc, ripl
+from star_al.metrics import auc, ripl
 from star_al.analysis.report import (calibration_table, find_runs, markdown_table, strategy_order,
                             summarise, write_report)
 

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
-from star_al.engine.scoring import (ScoringOptions, lora_dropout_active, next_token_stats, response_stats,
+from star_al.engine.scoring import (ScoringOptions, mc_dropout_active, next_token_stats, response_stats,
                              score_examples)
-from star_al.data.tasks import load_examples, load_task
-from star_al.engine.training import (LoraSettings, TrainSettings, answer_loss, answer_only_batch,
-                              attach_fresh_adapter, detach_adapter, optimizer_groups, train_adapter,
-                              training_attention)
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
+from star_al.config import LoraSettings, TrainSettings
+from star_al.engine.training import answer_loss, answer_only_batch, optimizer_groups, train_adapter, training_attention
+from star_al.models.adapters import LORA
 from star_al.engine.uncertainty import token_entropy, token_nll
 
 
@@ -103,7 +104,7 @@ def test_loss_is_computed_on_answer_tokens_only(tiny_backbone, sst2):
 
 
 def test_weight_decay_applies_to_lora_b_only(tiny_backbone):
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), seed=0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8), seed=0)
     decayed, plain = optimizer_groups(peft_model, 0.5)
     assert decayed["weight_decay"] == 0.5 and plain["weight_decay"] == 0.0
     names = {id(p): n for n, p in peft_model.named_parameters()}
@@ -117,7 +118,7 @@ def test_b_decay_shrinks_b_and_leaves_a_as_without_decay(tiny_backbone_factory, 
     results = {}
     for decay in (0.0, 0.9):
         backbone = tiny_backbone_factory(0)
-        peft_model = attach_fresh_adapter(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
+        peft_model = LORA.attach(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
         train_adapter(peft_model, backbone.tokenizer, task, examples[:8],
                       TrainSettings(epochs=4, batch_size=8, learning_rate=1e-2, b_decay=decay), 0, desc=None)
         results[decay] = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
@@ -129,10 +130,10 @@ def test_b_decay_shrinks_b_and_leaves_a_as_without_decay(tiny_backbone_factory, 
 def test_fresh_adapter_starts_from_the_untouched_base(tiny_backbone, sst2):
     task, examples = sst2
     before = {n: p.clone() for n, p in tiny_backbone.model.named_parameters()}
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
     train_adapter(peft_model, tiny_backbone.tokenizer, task, examples[:8],
                   TrainSettings(epochs=1, batch_size=4, learning_rate=1e-2), 0, desc=None)
-    base = detach_adapter(peft_model)
+    base = LORA.detach(peft_model)
     for name, param in base.named_parameters():
         torch.testing.assert_close(param, before[name])
 
@@ -147,7 +148,7 @@ def nonzero_b(peft_model):
 
 def test_mc_passes_differ_only_with_lora_dropout_switched_on(tiny_backbone, sst2):
     task, examples = sst2
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.5), 0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.5), 0)
     nonzero_b(peft_model)
     tok = tiny_backbone.tokenizer
     torch.manual_seed(0)
@@ -166,9 +167,9 @@ def test_mc_passes_differ_only_with_lora_dropout_switched_on(tiny_backbone, sst2
 def test_mc_dropout_without_lora_dropout_is_refused(tiny_backbone):
     from star_al.errors import StarError
 
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.0), 0)
     with pytest.raises(StarError, match="dropout"):
-        with lora_dropout_active(peft_model):
+        with mc_dropout_active(peft_model):
             pass
 
 
@@ -186,7 +187,7 @@ def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exa
     from star_al.engine.scoring import merged_adapter
 
     task, examples = sst2
-    peft_model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
+    peft_model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8), 0)
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.2)
@@ -208,17 +209,17 @@ def test_merged_deterministic_pass_equals_unmerged_and_restores_base_weights_exa
 
 
 def test_fresh_adapters_use_bit_dropout_and_mc_passes_switch_it_on(tiny_backbone):
-    from star_al.engine.scoring import lora_dropout_active
+    from star_al.engine.scoring import mc_dropout_active
     from star_al.models.fast_lora import BitDropout
 
-    model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.2), seed=0)
+    model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.2), seed=0)
     dropouts = [m for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(type(m) is BitDropout and m.p == 0.2 for m in dropouts)
     model.eval()
-    with lora_dropout_active(model):
+    with mc_dropout_active(model):
         assert all(m.training for m in dropouts)
     assert not any(m.training for m in dropouts)
-    detach_adapter(model)
+    LORA.detach(model)
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ def test_prompts_without_a_long_common_start_share_nothing(tiny_backbone, sst2):
 
 def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, boolq):
     task, examples = boolq
-    model = attach_fresh_adapter(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
+    model = LORA.attach(tiny_backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.3), seed=0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
@@ -272,7 +273,7 @@ def test_mc_passes_over_a_shared_prefix_draw_their_own_noise(tiny_backbone, bool
     first = score_examples(model, tiny_backbone.tokenizer, task, examples, options)
     torch.manual_seed(1)
     again = score_examples(model, tiny_backbone.tokenizer, task, examples, options)
-    detach_adapter(model)
+    LORA.detach(model)
     np.testing.assert_array_equal(first.me, again.me)
     assert first.me.shape == (3, len(examples))
     assert np.abs(first.me[0] - first.me[1]).min() > 0 and np.abs(first.me[1] - first.me[2]).min() > 0
@@ -295,7 +296,7 @@ def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_k
     task, examples = sst2
     tok, model = tiny_backbone.tokenizer, tiny_backbone.model
     model.set_attn_implementation("sdpa")
-    peft_model = attach_fresh_adapter(model, LoraSettings(rank=4, alpha=8, dropout=0.0), seed=0)
+    peft_model = LORA.attach(model, LoraSettings(rank=4, alpha=8, dropout=0.0), seed=0)
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)
@@ -317,7 +318,7 @@ def test_training_attention_gives_the_same_loss_and_gradients_and_restores_the_k
     assert loss == pytest.approx(plain_loss, rel=1e-5)
     for grad, plain in zip(grads, plain_grads):
         torch.testing.assert_close(grad, plain, rtol=1e-4, atol=1e-6)
-    detach_adapter(peft_model)
+    LORA.detach(peft_model)
 
 
 def test_adamw_is_fused_on_cpu_and_makes_the_plain_adamw_update():
@@ -349,7 +350,7 @@ def test_gradient_checkpointing_gives_the_same_losses_and_adapter(tiny_backbone_
     results = {}
     for checkpointing in (False, True):
         backbone = tiny_backbone_factory(0)
-        peft_model = attach_fresh_adapter(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
+        peft_model = LORA.attach(backbone.model, LoraSettings(rank=4, alpha=8, dropout=0.1), 0)
         trained = train_adapter(peft_model, backbone.tokenizer, task, examples[:12],
                                 TrainSettings(epochs=2, batch_size=4, learning_rate=1e-2), 0, desc=None,
                                 execution=Execution(gradient_checkpointing=checkpointing))
@@ -358,7 +359,7 @@ def test_gradient_checkpointing_gives_the_same_losses_and_adapter(tiny_backbone_
         assert not any(getattr(m, "gradient_checkpointing", False) for m in backbone.model.modules())  # off again
     from star_al.engine.training import gradient_checkpointing
 
-    peft_model = attach_fresh_adapter(tiny_backbone_factory(0).model, LoraSettings(rank=4, alpha=8), 0)
+    peft_model = LORA.attach(tiny_backbone_factory(0).model, LoraSettings(rank=4, alpha=8), 0)
     with gradient_checkpointing(peft_model, True):  # it does switch the layers to recomputing
         assert any(getattr(m, "gradient_checkpointing", False) for m in peft_model.modules())
     (plain_losses, plain), (checkpointed_losses, checkpointed) = results[False], results[True]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from star_al.errors import StarError
+from star_al.rounds import RoundRecord
 from star_al.stopping import (LowUncertainty, Plateau, Stability, WallTime, cohen_kappa, parse_stop,
                               run_limits)
 
@@ -18,21 +19,28 @@ def test_cohen_kappa_on_known_labelings():
     assert cohen_kappa([0, 1, 0, 1], [1, 0, 1, 0]) == pytest.approx(-1.0)
 
 
+def rounds_of(**values):
+    """One round per value of each field: rounds_of(kappa=[None, 0.9]) is two rounds."""
+    count = len(next(iter(values.values())))
+    return [RoundRecord(round=r, n_labeled=4 * (r + 1), **{key: column[r] for key, column in values.items()})
+            for r in range(count)]
+
+
 def test_stability_averages_the_last_window_of_kappas():
-    history = [{"kappa": None}, {"kappa": 0.9}, {"kappa": 0.995}, {"kappa": 0.99}]
+    history = rounds_of(kappa=[None, 0.9, 0.995, 0.99])
     assert Stability(0.99).should_stop(history) is None  # (0.9 + 0.995 + 0.99) / 3 < 0.99
-    assert "stability" in Stability(0.99).should_stop(history + [{"kappa": 1.0}])
+    assert "stability" in Stability(0.99).should_stop(rounds_of(kappa=[None, 0.9, 0.995, 0.99, 1.0]))
     assert Stability(0.99, window=3).should_stop(history[:3]) is None  # too few pairs yet
 
 
 def test_plateau_uncertainty_and_time_on_known_histories():
-    rising = [{"accuracy": a} for a in (0.50, 0.60, 0.70, 0.75)]
+    rising = rounds_of(accuracy=[0.50, 0.60, 0.70, 0.75])
     assert Plateau(1).should_stop(rising) is None
-    flat = rising + [{"accuracy": 0.755}, {"accuracy": 0.752}]
+    flat = rounds_of(accuracy=[0.50, 0.60, 0.70, 0.75, 0.755, 0.752])
     assert "plateau" in Plateau(1).should_stop(flat)
-    assert "uncertainty" in LowUncertainty(0.5).should_stop([{"monitor_uncertainty": 0.4}])
-    assert LowUncertainty(0.5).should_stop([{"monitor_uncertainty": 0.6}]) is None
-    assert "time" in WallTime(1).should_stop([{"timings": {"total": 40.0}}, {"timings": {"total": 30.0}}])
+    assert "uncertainty" in LowUncertainty(0.5).should_stop(rounds_of(monitor_uncertainty=[0.4]))
+    assert LowUncertainty(0.5).should_stop(rounds_of(monitor_uncertainty=[0.6])) is None
+    assert "time" in WallTime(1).should_stop(rounds_of(timings=[{"total": 40.0}, {"total": 30.0}]))
 
 
 @pytest.mark.parametrize("spec,message", [("stability", "give a number"), ("stabilty:0.9", "did you mean stability"),
@@ -47,8 +55,8 @@ def test_criteria_combine_and_the_first_to_fire_names_itself():
         stop, n_rounds, budget = "budget:40,stability:0.99", 9, 100
 
     stop = run_limits(Config)
-    assert "budget" in stop.should_stop([{"n_labeled": 40}])
-    assert stop.should_stop([{"n_labeled": 32}]) is None
+    assert "budget" in stop.should_stop([RoundRecord(round=0, n_labeled=40)])
+    assert stop.should_stop([RoundRecord(round=0, n_labeled=32)]) is None
 
 
 def test_a_run_stops_by_itself_and_says_where_and_why(tiny_model_dir, sst2_folder, tmp_path, capsys):

@@ -5,11 +5,14 @@ small-text's strategy mixin run one set of checks over every implementation)."""
 import numpy as np
 import pytest
 
+from star_al.al.run_config import checked, resolve_config
 from star_al.config import RunConfig
 from star_al.errors import StarError
 from star_al.strategies import (COMPONENTS, STRATEGIES, Needs, Recipe, ScoreView, dynamic_mix, lambda_at, mc_reduce,
                                 min_max, top_k)
+from star_al.models.adapters import ADAPTERS
 from star_al.strategies.random import RandomStrategy
+from star_al.strategies.registry import b_decay_of, recipe_of
 from star_al.strategies.uncertainty import Dynamic, Uncertainty
 
 RECIPES = ("random", "me", "pe", "me+star", "pe+star", "me+dynamic", "me+dynamic+mc", "me+dynamic+l2",
@@ -131,15 +134,15 @@ def contract_view(strategy, n=40, gold_raises=True, seed=0):
 
 
 def contract_config(name, **changes):
-    return RunConfig(task="sst2", strategy=name, n_rounds=5, query_size=8, **changes).validate()
+    return checked(RunConfig(task="sst2", strategy=name, n_rounds=5, query_size=8, **changes))
 
 
 @pytest.mark.parametrize("pool_subsample", [None, 25])
 @pytest.mark.parametrize("name", every_recipe())
 def test_every_registered_strategy_meets_the_contract(name, pool_subsample):
     for pe_mode in ("label-free", "gold"):
-        strategy = contract_config(name, pe_mode=pe_mode, pool_subsample=pool_subsample).recipe.build(
-            contract_config(name, pe_mode=pe_mode, pool_subsample=pool_subsample))
+        config = contract_config(name, pe_mode=pe_mode, pool_subsample=pool_subsample)
+        strategy = recipe_of(config).build(config)
         view = contract_view(strategy, gold_raises=strategy.label_free)
         query = strategy.select(view, 8, np.random.default_rng(3))
         # k unique unlabeled ids from the view
@@ -156,12 +159,16 @@ def test_every_registered_strategy_meets_the_contract(name, pool_subsample):
         with pytest.raises(ValueError):
             small = contract_view(strategy, n=30, gold_raises=strategy.label_free)
             strategy.select(small.subset(small.ids[:5]) if pool_subsample is None else small, 31, np.random.default_rng(3))
-    assert contract_config(name).recipe.build(contract_config(name)).label_free  # label-free by default
+    assert recipe_of(contract_config(name)).build(contract_config(name)).label_free  # label-free by default
+
+
+def test_a_checked_config_names_its_strategy_and_warm_start_canonically():
+    config = checked(RunConfig(task="sst2", strategy="ME + dynamic+mc+l2", warm_start_by="ME+KMeans"))
+    assert (config.strategy, config.warm_start_by) == ("me+star", "me+kmeans")
+    assert checked(config) == config
 
 
 def test_presets_resolve_with_file_and_command_line_overrides():
-    from star_al.config import resolve_config
-
     config = resolve_config("sst2", "me+star", "cpu", 1, {"query_size": 8, "lora": {"rank": 8}},
                             {"n_rounds": 2, "lora": {"alpha": 4, "dropout": None}, "train": {"epochs": 1}})
     assert (config.query_size, config.n_rounds, config.lora.rank, config.lora.alpha) == (8, 2, 8, 4)
@@ -169,19 +176,18 @@ def test_presets_resolve_with_file_and_command_line_overrides():
     assert (config.train.min_steps, config.train.warmup_ratio, config.test_limit) == (48, 0.1, None)
     first = resolve_config("sst2", "me+star", "cpu-v1", 1, {}, {})
     assert (first.train.learning_rate, first.train.min_steps, first.test_limit) == (1e-3, 0, 500)
-    assert config.b_decay == 0.5
+    assert b_decay_of(config) == 0.5
     paper = resolve_config("obqa", "random", "paper", 0, {}, {})
     assert (paper.warm_start, paper.query_size, paper.train.epochs, paper.train.learning_rate) == (200, 200, 15, 3e-5)
 
 
 def test_full_finetuning_takes_its_own_learning_rate_unless_one_is_given():
-    from star_al.config import FULL_FINETUNE_LR, resolve_config
-
+    full_finetune_lr = ADAPTERS.get("full").default_learning_rate
     cpu = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full"})
     assert (cpu.train.learning_rate, cpu.train.min_steps, cpu.train.warmup_ratio) == (5e-5, 48, 0.1)
     assert resolve_config("sst2", "me", "cpu-v1", 0, {}, {"finetune": "full"}).train.learning_rate == 1e-4
     paper = resolve_config("boolq", "me", "paper", 0, {}, {"finetune": "full"})
-    assert paper.train.learning_rate == FULL_FINETUNE_LR and paper.train.epochs == 15
+    assert paper.train.learning_rate == full_finetune_lr == 1e-5 and paper.train.epochs == 15
     from_file = resolve_config("sst2", "me", "cpu", 0, {"finetune": "full"}, {})
     assert from_file.train.learning_rate == 5e-5
     given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "full", "train": {"learning_rate": 2e-5}})
@@ -190,11 +196,10 @@ def test_full_finetuning_takes_its_own_learning_rate_unless_one_is_given():
 
 
 def test_ia3_takes_its_own_learning_rate_on_the_presets_schedule_unless_one_is_given():
-    from star_al.config import IA3_LR, resolve_config
-
+    ia3_lr = ADAPTERS.get("ia3").default_learning_rate
     cpu = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "ia3"})
-    assert (cpu.train.learning_rate, cpu.train.min_steps, cpu.train.warmup_ratio) == (IA3_LR, 48, 0.1)
+    assert (cpu.train.learning_rate, cpu.train.min_steps, cpu.train.warmup_ratio) == (ia3_lr, 48, 0.1)
     paper = resolve_config("boolq", "me", "paper", 0, {}, {"finetune": "ia3"})
-    assert (paper.train.learning_rate, paper.train.epochs) == (IA3_LR, 15)
+    assert (paper.train.learning_rate, paper.train.epochs) == (ia3_lr, 15)
     given = resolve_config("sst2", "me", "cpu", 0, {}, {"finetune": "ia3", "train": {"learning_rate": 1e-2}})
     assert given.train.learning_rate == 1e-2

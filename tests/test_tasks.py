@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from star_al.data import tasks
+from star_al.data.catalog import builtin_task_names, load_task
+from star_al.data.tasks import load_examples, map_hf_record, resolve_data_dir
 from star_al.errors import StarError
-from star_al.data.tasks import (
-    builtin_task_names,
-    load_examples,
-    load_task,
-    map_hf_record,
-    resolve_data_dir,
-)
 
 GSM8K_INSTRUCTION = "\nAnswer the above question. First, think step by step and then answer the final number.\n"
 OBQA_LAYOUT = re.compile(

@@ -98,7 +98,7 @@ def test_training_seed_changes_training_and_nothing_the_seed_chooses(tiny_backbo
     a = run(smoke_config("random", train_seed=7), tiny_backbone_factory(0), sst2_data, tmp_path / "a")
     b = run(smoke_config("random", train_seed=8), tiny_backbone_factory(0), sst2_data, tmp_path / "b")
     default = run(smoke_config("random"), tiny_backbone_factory(0), sst2_data, tmp_path / "c")
-    assert [r["selected_ids"] for r in a] == [r["selected_ids"] for r in b] == [r["selected_ids"] for r in default]
+    assert [r.selected_ids for r in a] == [r.selected_ids for r in b] == [r.selected_ids for r in default]
     weights = [json.loads((tmp_path / d / "adapter" / "adapter_config.json").read_text()) for d in "ab"]
     assert weights[0] == weights[1]  # same adapter shape; the weights themselves differ:
     from safetensors.torch import load_file
@@ -107,21 +107,21 @@ def test_training_seed_changes_training_and_nothing_the_seed_chooses(tiny_backbo
     assert any(not np.allclose(wa[k].float().numpy(), wb[k].float().numpy()) for k in wa)
     # the seed's own training seed is the default one
     same = run(smoke_config("random", train_seed=3), tiny_backbone_factory(0), sst2_data, tmp_path / "d")
-    assert [r["accuracy"] for r in same] == [r["accuracy"] for r in default]
+    assert [r.accuracy for r in same] == [r.accuracy for r in default]
 
 
 def test_min_steps_adds_whole_epochs(tiny_backbone_factory, sst2_data, tmp_path):
-    from star_al.engine.training import TrainSettings
+    from star_al.config import TrainSettings
 
     rounds = run(smoke_config("random", train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3,
                                                               min_steps=5)),
                  tiny_backbone_factory(0), sst2_data, tmp_path / "r")
     # 4, 7, 10, 13 labels in batches of 4: 1, 2, 3, 4 steps an epoch -> 5, 6, 6, 8 steps
-    assert [r["train_steps"] for r in rounds] == [5, 6, 6, 8]
+    assert [r.train_steps for r in rounds] == [5, 6, 6, 8]
 
 
 def test_negative_training_seed_and_min_steps_are_refused():
-    from star_al.engine.training import TrainSettings
+    from star_al.config import TrainSettings
 
     with pytest.raises(StarError, match="train_seed must be at least 0"):
         smoke_config("random", train_seed=-1)
@@ -137,7 +137,7 @@ def test_a_run_written_before_the_new_settings_existed_still_resumes(tiny_backbo
     del stored["train_seed"], stored["train"]["min_steps"]
     path.write_text(json.dumps(stored))
     again = run(smoke_config("random"), tiny_backbone_factory(0), sst2_data, tmp_path / "r")
-    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
+    assert [r.accuracy for r in again] == [r.accuracy for r in first]
     with pytest.raises(StarError, match="differs in: train"):
         run(smoke_config("random", train=smoke_config("random").train.__class__(min_steps=5)),
             tiny_backbone_factory(0), sst2_data, tmp_path / "r")

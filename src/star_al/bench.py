@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from star_al.data.batching import encode_pair, encode_prompt, length_buckets
+from star_al.errors import StarError
 from star_al.models.hardware import cpu_bf16_is_fast
+from star_al.config import LoraSettings
 from star_al.models.adapters import ADAPTERS, LORA
-from star_al.engine.scoring import ScoringOptions, lora_dropout_active, score_examples, shared_prefix_length
-from star_al.engine.training import (LoraSettings, adamw, adapter_to_base_dtype, answer_loss,
-                              answer_only_batch, attach_fresh_adapter, autocast_context, detach_adapter,
-                              optimizer_groups, training_attention)
+from star_al.engine.scoring import ScoringOptions, mc_dropout_active, score_examples, shared_prefix_length
+from star_al.engine.training import (adamw, answer_loss, answer_only_batch, autocast_context, optimizer_groups,
+                                     training_attention)
 
 
 def _sync(device: str) -> None:
@@ -85,7 +86,7 @@ def forward_flops(shape: dict, lengths: list[int], logit_positions: int, shared:
     return 2 * shape["body_params"] * tokens + attended + 2 * shape["head_params"] * logit_positions
 
 
-def lora_weights(peft_model) -> int:
+def adapter_weight_count(peft_model) -> int:
     """Weights of the LoRA branches: a token costs 2 FLOPs per weight in a forward pass.
 
     Training costs 3 times that (forward, input gradient, weight gradient), against 2
@@ -140,7 +141,7 @@ def naive_scores(model, tokenizer, task, examples, passes: int = 1) -> np.ndarra
 
 def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_size: int) -> tuple[float, int]:
     """A plain fp32 transformers loop: full logits, HF's label-masked loss, PEFT defaults."""
-    peft_model = attach_fresh_adapter(model, LoraSettings(), seed=0, fast=False)
+    peft_model = LORA.attach(model, LoraSettings(), seed=0, fast=False)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     peft_model.train()
     tokenizer.padding_side = "right"
@@ -159,7 +160,7 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
         optimizer.zero_grad()
 
     seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(labels.device))
-    detach_adapter(peft_model)
+    LORA.detach(peft_model)
     return seconds / steps, int(full.attention_mask.sum())
 
 
@@ -170,7 +171,7 @@ def our_training_step(model, tokenizer, examples, batch_size: int, method=LORA, 
     `fast` False keeps PEFT's own forward (for LoRA: without the fused one).
     """
     peft_model = method.attach(model, LoraSettings(), seed=0, fast=fast)
-    optimizer = adamw(optimizer_groups(peft_model, 0.5), lr=1e-4)
+    optimizer = adamw(optimizer_groups(peft_model, 0.5, method), lr=1e-4)
     peft_model.train()
     encoded = [encode_pair(tokenizer, ex.prompt, ex.target) for ex in examples[:batch_size]]
     *inputs, targets = answer_only_batch(encoded, tokenizer.pad_token_id, next(model.parameters()).device)
@@ -191,7 +192,7 @@ def our_training_step_seconds(model, tokenizer, examples, steps: int, batch_size
     peft_model, step, tokens = our_training_step(model, tokenizer, examples, batch_size, method, fast)
     with training_attention(peft_model):
         seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(next(model.parameters()).device))
-    detach_adapter(peft_model)
+    method.detach(peft_model)
     return seconds / steps, tokens
 
 
@@ -203,8 +204,10 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     device = backbone.placement.device
     timed = lambda fn, warmup=True, repeats=1: _timed(fn, warmup, device, repeats)  # noqa: E731
     fp32_peak = matmul_gflops(torch.float32, seconds=peak_seconds, device=device)
-    bf16_peak = matmul_gflops(torch.bfloat16, seconds=peak_seconds, device=device)
     bf16_fast = backbone.placement.device != "cpu" or cpu_bf16_is_fast()
+    # Where bf16 is emulated (AVX2-only CPUs, ~1 GFLOP/s) a 2048 matmul takes seconds each:
+    # its (unused) peak is measured on small matmuls instead.
+    bf16_peak = matmul_gflops(torch.bfloat16, size=2048 if bf16_fast else 256, seconds=peak_seconds, device=device)
     peak_dtype = "bfloat16" if bf16_fast else "float32"
     peak = (bf16_peak if bf16_fast else fp32_peak) * 1e9
     log(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (peak dtype {peak_dtype})")
@@ -215,14 +218,14 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     shared = shared_prefix_length(prompts, length_buckets(lengths, options.batch_size))
     score_flops = forward_flops(shape, lengths, len(examples), shared)
 
-    peft_model = attach_fresh_adapter(backbone.model, LoraSettings(), seed=0)
+    peft_model = LORA.attach(backbone.model, LoraSettings(), seed=0)
     for name, param in peft_model.named_parameters():  # a trained-looking adapter, not B = 0
         if LORA.is_decayed(name):
             torch.nn.init.normal_(param, std=0.01)
     peft_model.eval()
-    adapter_to_base_dtype(peft_model)
+    LORA.to_base_dtype(peft_model)
     computed_tokens = sum(lengths) - shared * (len(lengths) - 1)
-    lora_flops_per_token = 2 * lora_weights(peft_model)
+    adapter_flops_per_token = 2 * adapter_weight_count(peft_model)
     # One pass is timed as `passes` passes back to back, divided by `passes`: both sides of
     # the MC ratio then span the same time (the best of short runs catches the machine's
     # fast spells more often than the best of long ones).
@@ -241,7 +244,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         "scoring_computed_tokens": computed_tokens,
         "scoring_examples_per_s": len(examples) / one_pass,
         "scoring_tokens_per_s": sum(lengths) / one_pass,
-        "scoring_fraction_of_peak": (score_flops + lora_flops_per_token * computed_tokens) / one_pass / peak,
+        "scoring_fraction_of_peak": (score_flops + adapter_flops_per_token * computed_tokens) / one_pass / peak,
         "scoring_fraction_of_peak_base_only": score_flops / one_pass / peak,
         "mc_passes": passes, "mc_examples_per_s": len(examples) / mc_time,
         "mc_cost_ratio": mc_time / one_pass,
@@ -257,18 +260,18 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
     adapter_weights = {k: v.float() for k, v in peft_model.state_dict().items() if LORA.is_adapter_parameter(k)}
     if fp32_backbone.model is backbone.model:  # an fp32 base: one adapter on it at a time
-        detach_adapter(peft_model)
-    fp32_peft = attach_fresh_adapter(fp32_backbone.model, LoraSettings(), seed=0, fast=False)
+        LORA.detach(peft_model)
+    fp32_peft = LORA.attach(fp32_backbone.model, LoraSettings(), seed=0, fast=False)
     missing = set(adapter_weights) - set(fp32_peft.state_dict())
     assert not missing, f"adapter weights without a place in the fp32 model: {sorted(missing)[:3]}"
     fp32_peft.load_state_dict(adapter_weights, strict=False)
     fp32_peft.eval()
     naive_time, naive = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
     ours_fp32 = score_examples(fp32_peft, tokenizer, task, naive_set, options)
-    with lora_dropout_active(fp32_peft):
+    with mc_dropout_active(fp32_peft):
         naive_mc_time, _ = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
                                   warmup=False)
-    detach_adapter(fp32_peft)
+    LORA.detach(fp32_peft)
     figures.update({
         "naive_examples_per_s": len(naive_set) / naive_time,
         "naive_mc_examples_per_s": 8 / naive_mc_time,
@@ -283,7 +286,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         f"max |ME diff| fp32 path {figures['naive_max_abs_diff_fp32']:.2e}, "
         f"fast path {figures['naive_max_abs_diff_fast']:.2e}")
     if fp32_backbone.model is not backbone.model:
-        detach_adapter(peft_model)
+        LORA.detach(peft_model)
     gc.collect()
 
     # Training: our step against the plain fp32 loop, same examples and batch.
@@ -295,12 +298,12 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     train_lengths = [len(encode_pair(tokenizer, ex.prompt, ex.target).prompt_ids) + 1
                      for ex in examples[:train_batch]]
     train_flops = 2 * forward_flops(shape, train_lengths, 2 * train_batch)
-    train_lora_flops = 3 * lora_flops_per_token * sum(train_lengths)
+    train_adapter_flops = 3 * adapter_flops_per_token * sum(train_lengths)
     figures.update({
         "training_tokens_per_s": ours_tokens / ours_step,
         "plain_training_tokens_per_s": plain_tokens / plain_step,
         "training_speedup_vs_plain": plain_step / ours_step,
-        "training_fraction_of_peak": (train_flops + train_lora_flops) / ours_step / peak,
+        "training_fraction_of_peak": (train_flops + train_adapter_flops) / ours_step / peak,
         "training_fraction_of_peak_base_only": train_flops / ours_step / peak,
     })
     log(f"LoRA training (r 64, batch {train_batch}): {figures['training_tokens_per_s']:.0f} tokens/s, "
@@ -353,3 +356,44 @@ def _device_name(device: str) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def bench(args, machine, log=print) -> dict:
+    """`star bench`: the figures of run_bench on the model and task the arguments name, or with
+    --pool-memory the pool-memory passes of bench_memory."""
+    from dataclasses import replace as dc_replace
+
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import default_data_root, load_examples
+    from star_al.models.backbones import load_backbone
+    from star_al.models.hardware import choose_placement
+    from star_al.runs import load_model
+
+    root = args.data_root or (str(default_data_root()) if default_data_root() is not None else None)
+    if args.pool_memory is not None:
+        from star_al.bench_memory import run_pool_memory_bench
+
+        try:
+            sizes = [int(n) for n in args.pool_memory.split(",") if n.strip()]
+        except ValueError as error:
+            raise StarError(f"--pool-memory takes sizes such as 1000,10000, got {args.pool_memory}") from error
+        if not sizes or min(sizes) < 1:
+            raise StarError(f"--pool-memory sizes must be at least 1, got {args.pool_memory}")
+        return {"pool_memory": run_pool_memory_bench(sizes, root, log)}
+    for flag in ("examples", "passes", "train_steps", "train_batch", "repeats"):
+        if getattr(args, flag) < 1:
+            raise StarError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    task = load_task(args.task)
+    examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:args.examples]
+    gen_task = load_task("gsm8k")
+    gen_examples = load_examples(gen_task, "test", data_root=root)[:args.gen_examples]
+    backbone = load_model(args.model, machine)
+    fp32_placement = dc_replace(choose_placement(args.device, "float32"), reason="plain reference")
+    fp32 = (backbone if backbone.placement.dtype == torch.float32
+            else load_backbone(args.model, fp32_placement, machine.cache_root))
+    figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, passes=args.passes,
+                        train_steps=args.train_steps, train_batch=args.train_batch,
+                        naive_examples=args.naive_examples, max_new_tokens=args.max_new_tokens,
+                        repeats=args.repeats, log=log)
+    figures.update(model=args.model, task=task.name)
+    return figures

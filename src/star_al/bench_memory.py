@@ -26,7 +26,8 @@ def _rss_mb() -> float:
 
 def sentences(data_root: str) -> list[str]:
     """sst2's train sentences: real text, real spread of lengths."""
-    from star_al.data.tasks import load_examples, load_task
+    from star_al.data.catalog import load_task
+    from star_al.data.tasks import load_examples
 
     return [ex.record["sentence"] for ex in load_examples(load_task("sst2"), "train", data_root=data_root)]
 
@@ -66,7 +67,7 @@ class _KeepHeap:
 def measure_pass(n: int, data_root: str, release: bool = True, vocab: int = VOCAB) -> dict:
     """One base-model scoring pass over a pool of n, in this process: memory and time."""
     import star_al.engine.scoring as scoring
-    from star_al.data.tasks import load_task
+    from star_al.data.catalog import load_task
 
     if not release:
         scoring.HeapGuard = _KeepHeap

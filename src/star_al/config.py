@@ -2,6 +2,9 @@
 
 The resolved config is written beside the results (`config.json`), so a run directory
 says exactly what made it, and a resumed run can refuse a directory made otherwise.
+This module knows the settings, their kinds and ranges, and the presets; what the names
+in them stand for (strategies, schedules, adapter methods, stopping rules) is checked
+where those live, by al/run_config.py.
 """
 
 from __future__ import annotations
@@ -11,9 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from star_al.al.cold_start import warm_start_recipe
-from star_al.strategies.registry import Recipe
-from star_al.strategies.schedules import SCHEDULES
 from star_al.errors import StarError
 
 ALL_LINEAR = "all-linear"
@@ -45,14 +45,14 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on lora_B."""
+    """Optimisation: AdamW with a linear schedule; `b_decay` is the weight decay on the adapter's B side."""
 
     epochs: int = setting(3, "training epochs per round", "--epochs")
     min_steps: int = setting(0, "at least N optimizer steps a round: whole epochs are added until reached "
                              "(small labeled sets otherwise train for a handful of steps)", "--min-steps")
     batch_size: int = setting(8, "training batch size", "--train-batch-size")
     learning_rate: float = setting(1.5e-4, "peak learning rate", "--lr")
-    b_decay: float = setting(0.0, "AdamW weight decay on lora_B only (runs set it from --b-decay-strength)",
+    b_decay: float = setting(0.0, "AdamW weight decay on LoRA's B only (runs set it from --b-decay-strength)",
                              "--b-decay")
     warmup_ratio: float = setting(0.0, "fraction of the steps spent warming the learning rate up", "--warmup-ratio")
     max_prompt_tokens: int = setting(1024, "prompts are cut to their last N tokens", "--max-prompt-tokens")
@@ -118,7 +118,8 @@ class RunConfig:
     """Everything that decides a run's selections and curve."""
 
     task: str = setting(None, "gsm8k, boolq, obqa, sst2, or a task YAML path", "--task")
-    strategy: str = setting(None, "random, me, pe, or a recipe such as me+star (star list)", "--strategy")
+    strategy: str = setting(None, "random, me, pe, kmeans, coreset, typiclust, badge, or a recipe such as me+star "
+                            "(star list)", "--strategy")
     seed: int = setting(0, "the run's seed (warm start, pool, queries, training)", "--seed")
     train_seed: int | None = setting(None, "seed of the training runs alone (adapter init, dropout, batch "
                                      "order); default: --seed. Same labels, other training luck", "--train-seed")
@@ -139,7 +140,7 @@ class RunConfig:
                                          "--pool-subsample")
     test_limit: int | None = setting(None, "evaluate on the first N test examples (default: all)", "--test-limit")
     mc_passes: int = setting(3, "K passes for MC dropout", "--mc-passes")
-    b_decay_strength: float = setting(0.5, "lora_B weight decay when the strategy has L2 on B",
+    b_decay_strength: float = setting(0.5, "weight decay on LoRA's B when the strategy has L2 on B",
                                       "--b-decay-strength")
     lambda_schedule: str = setting("reference", "how the dynamic mix hands over (star list)", "--lambda-schedule")
     pe_mode: str = setting("label-free", "label-free, or gold: PE of the gold answer (simulation only)",
@@ -157,24 +158,12 @@ class RunConfig:
                                "stability (kappa), uncertainty (nats), plateau (points); star list", "--stop")
     data_hash: str | None = None        # fingerprint of the train and test examples the run reads
 
-    def __post_init__(self):
-        # One name per strategy: "ME", "me + dynamic+mc+l2" and "me+star" are one recipe.
-        if isinstance(self.strategy, str):
-            object.__setattr__(self, "strategy", Recipe.parse(self.strategy).name)
-        if isinstance(self.warm_start_by, str):
-            object.__setattr__(self, "warm_start_by", warm_start_recipe(self.warm_start_by).name)
-
-    @property
-    def recipe(self) -> Recipe:
-        return Recipe.parse(self.strategy)
-
-    @property
-    def b_decay(self) -> float:
-        """Weight decay on lora_B this run trains with: STAR's when L2 on B is on, else none."""
-        return self.b_decay_strength if self.recipe.decays else 0.0
-
     def validate(self) -> "RunConfig":
-        """Check every setting's kind and range; raises a one-line StarError on the first bad one."""
+        """Check every setting's kind and range; raises a one-line StarError on the first bad one.
+
+        Whether a name (strategy, schedule, adapter method, stopping rule) is registered, and
+        whether they go together, is checked where they are registered: al/run_config.py `checked`.
+        """
         if not isinstance(self.strategy, str):
             raise StarError(f"strategy must be a name such as me+star, got {self.strategy!r}")
         for name, rule in NUMERIC_RULES.items():
@@ -184,13 +173,8 @@ class RunConfig:
         for name in ("task", "model", "lambda_schedule", "pe_mode", "finetune", "preset", "warm_start_by"):
             if not isinstance(getattr(self, name), str):
                 raise StarError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if self.lambda_schedule not in SCHEDULES:
-            raise StarError(SCHEDULES.unknown(self.lambda_schedule))
         if self.pe_mode not in ("label-free", "gold"):
             raise StarError(f"pe_mode must be 'label-free' or 'gold', got {self.pe_mode!r}")
-        from star_al.models.adapters import adapter_method
-
-        adapter_method(self.finetune)  # a known method, else a one-line refusal
         if self.labels not in ("gold", "human"):
             raise StarError(f"labels must be 'gold' or 'human', got {self.labels!r}")
         if not isinstance(self.evaluate, bool):
@@ -199,11 +183,6 @@ class RunConfig:
             raise StarError("--no-eval is for runs that people label (--labels human); a simulation has a test set")
         if self.pool_subsample and self.pool_subsample < self.query_size:
             raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
-        self.recipe.check(self)
-        from star_al.stopping import Plateau, parse_stop
-
-        if any(isinstance(c, Plateau) for c in parse_stop(self.stop)) and not self.evaluate:
-            raise StarError("--stop plateau needs a test set; without one (--no-eval) use stability or uncertainty")
         return self
 
     @property
@@ -230,6 +209,10 @@ PAPER_SIZES = {"gsm8k": (500, 500, 9), "boolq": (500, 500, 9), "obqa": (200, 200
 # The cpu preset's schedule: at least 48 steps a round, warmed up, at half cpu-v1's rate.
 CPU_TRAIN = TrainSettings(epochs=3, batch_size=8, learning_rate=5e-4, warmup_ratio=0.1, min_steps=48)
 
+# A preset's `full_train` is its training under full fine-tuning, which moves every weight
+# and so wants a far smaller step than an adapter: it replaces `train` under --finetune full
+# before the config file and the command line apply (al/run_config.py; a preset without one
+# trains at the method's default_learning_rate, models/adapters.py).
 PRESETS = {
     "paper": {},
     # Chosen by measurement on the 2-core CPU with SmolLM2-135M: see docs/method.md section 6.
@@ -251,15 +234,6 @@ PRESETS = {
                   train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-4),
                   full_train=TrainSettings(epochs=1, batch_size=4, learning_rate=1e-5)),
 }
-
-# Full fine-tuning moves every weight, so it wants a far smaller step than LoRA: a
-# preset's `full_train` (else this learning rate on the LoRA schedule) replaces `train`
-# under --finetune full, before the config file and the command line apply.
-FULL_FINETUNE_LR = 1e-5
-# IA3 rescales activations instead of adding a low-rank update, and learns nothing at
-# LoRA's rates: under --peft ia3 the preset's training runs at this rate (the command line
-# and config file still win). Measured on SmolLM2-135M/sst2 only (docs/method.md 3.5).
-IA3_LR = 3e-2
 
 
 def preset_values(preset: str, task_name: str) -> dict:
@@ -327,28 +301,6 @@ def merge(values: dict, overrides: dict) -> dict:
         else:
             merged[key] = value
     return merged
-
-
-def resolve_config(task: str, strategy: str, preset: str, seed: int, file_values: dict,
-                   overrides: dict) -> RunConfig:
-    """Preset, then config file, then command line: later wins."""
-    from star_al.data.tasks import load_task
-
-    task_spec = load_task(task)
-    values = merge({"train": TrainSettings(**task_spec.training)}, preset_values(preset, task_spec.name))
-    full_train = values.pop("full_train", None)
-    method = merge(merge(values, file_values), overrides).get("finetune")
-    if method == "full":
-        values["train"] = full_train or replace(values["train"], learning_rate=FULL_FINETUNE_LR)
-    elif method == "ia3":
-        values["train"] = replace(values["train"], learning_rate=IA3_LR)
-    values = merge(values, file_values)
-    values = merge(values, overrides)
-    try:
-        config = RunConfig(task=task, strategy=strategy, seed=seed, preset=preset, **values)
-    except TypeError as error:
-        raise StarError(f"bad setting: {error}") from error
-    return config.validate()
 
 
 def identity(config_dict: dict, other: dict) -> dict:

@@ -1,1 +1,1 @@
-"""The active-learning loop, its run directory, the shared base-score cache and its random streams."""
+"""The active-learning loop, its resolved and checked config, its run directory, the shared base-score cache and its random streams."""

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from star_al.al.run_dir import RunDir, load_npz, write_json_atomic, write_npz_atomic
+from star_al.al.run_dir import RunDir
 from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import SINGLE, Processes
-from star_al.engine.scoring import run_scoring_options, score_examples
+from star_al.engine.scoring import measures, one_pass, run_scoring_options, score_examples
 from star_al.errors import StarError
+from star_al.files import load_npz, write_json_atomic, write_npz_atomic
 from star_al.log import log
+from star_al.strategies.base import Needs
 
 
 def _log(message: str) -> None:
@@ -109,11 +111,7 @@ def _shared_or_computed(config, task, model, tokenizer, by_id, pool_ids, cache_r
                                     run_scoring_options(config, gold_pe=answered, embeddings=embeddings,
                                                         processes=processes),
                                     desc="score pool (base model)")
-            arrays = {"ids": pool_ids, "me": scores.me[0], "pe": scores.pe[0]}
-            if scores.pe_gold is not None:
-                arrays["pe_gold"] = scores.pe_gold[0]
-            if scores.embeddings is not None:
-                arrays["embeddings"] = scores.embeddings
+            arrays = {"ids": pool_ids, **one_pass(measures(scores, Needs(embeddings=embeddings)))}
             if shared is not None:
                 processes.on_main(write_npz_atomic, shared, **arrays)
     return arrays, source

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from star_al.al.streams import WARM_STREAM, rng_for, warm_start
+from star_al.engine.scoring import select_rows
 from star_al.errors import StarError
 from star_al.strategies.base import Needs, Query, ScoreView
 from star_al.strategies.registry import Recipe
@@ -58,11 +59,7 @@ def warm_start_query(config, pool_ids: np.ndarray, base: dict[str, np.ndarray] |
     position = {int(i): n for n, i in enumerate(base["ids"])}
 
     def from_base(ids: np.ndarray, needs: Needs) -> dict[str, np.ndarray]:
-        rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
-        arrays = {m: base[m][rows][None] for m in needs.tuned}
-        if needs.embeddings:
-            arrays["embeddings"] = base["embeddings"][rows]
-        return arrays
+        return select_rows(base, np.array([position[int(i)] for i in ids], dtype=np.int64), needs)
 
     seed = config.seed
     view = ScoreView(np.asarray(pool_ids), 0, strategy.needs, from_base, base,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -28,23 +29,27 @@ import torch
 
 from star_al.al.base_scores import base_pool_scores
 from star_al.al.cold_start import warm_start_needs, warm_start_query
-from star_al.al.run_dir import RunDir, write_json_atomic, write_npz_atomic
+from star_al.al.run_config import checked
+from star_al.al.run_dir import RunDir
 from star_al.al.streams import QUERY_STREAM, choose_pool, monitor_ids, rng_for
-from star_al.analysis.paired import pack_correct
 from star_al.config import RunConfig
 from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import Execution
 from star_al.engine.evaluation import evaluate, write_predictions
 from star_al.engine.gradients import check_gradient_embedding
-from star_al.engine.scoring import one_token_answers, run_scoring_options, score_examples
+from star_al.engine.scoring import measures, one_token_answers, run_scoring_options, score_examples
+from star_al.engine.training import train_round
 from star_al.errors import StarError
+from star_al.files import write_json_atomic, write_npz_atomic
 from star_al.log import eta, log, run_log
 from star_al.labeling.ledger import LabelLedger
 from star_al.labeling.oracle import Batch, GoldOracle, Oracle
 from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through here)
 from star_al.models.adapters import ADAPTERS
+from star_al.rounds import RoundRecord, pack_correct
 from star_al.stopping import AnyOf, cohen_kappa, needs_monitor, parse_stop, run_limits
 from star_al.strategies.base import Needs, Query, ScoreView
+from star_al.strategies.registry import b_decay_of, recipe_of
 from star_al.trackers import loss_summary
 
 
@@ -59,14 +64,14 @@ class ActiveLearningRun:
                  oracle: Oracle | None = None, cache_root: Path | None = None, partial: bool = False,
                  execution: Execution = Execution(), tracker=None):
         # The data is part of the run's identity: resuming on edited or other data is refused.
-        self.config = config = replace(config, data_hash=fingerprint(pool, test))
+        self.config = config = checked(replace(config, data_hash=fingerprint(pool, test)))
         self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
         self.oracle = oracle or GoldOracle()
         self.cache_root, self.partial = cache_root, partial
         self.execution, self.processes = execution, execution.processes
         self.tracker = tracker  # a trackers.Tracker (--report-to), or None
         self.by_id = {ex.id: ex for ex in pool}
-        self.strategy = config.recipe.build(config)
+        self.strategy = recipe_of(config).build(config)
         self.stop = run_limits(config)
         self.early_stop = AnyOf(parse_stop(config.stop))  # --stop's criteria alone, to mark a run they end
         self.adapter = ADAPTERS.get(config.finetune)  # a LoRA adapter, or every weight (full)
@@ -77,66 +82,101 @@ class ActiveLearningRun:
         if (self.strategy.needs.answer_probs or self.strategy.needs.gradients) and task.answer_type != "label":
             raise StarError(f"strategy {config.strategy!r} needs a task with a fixed set of answers, not {task.name}")
         if self.strategy.needs.gradients:
-            check_gradient_embedding(backbone.model, config.finetune, config.lora.target_modules)
+            check_gradient_embedding(backbone.model, self.adapter, config.lora.target_modules)
             if pool and not one_token_answers(backbone.tokenizer, task, pool[0].prompt):
                 raise StarError(f"strategy {config.strategy!r} needs answers of one token each; "
                                 f"{task.name}'s labels take more under this tokenizer")
         self.pool_ids = choose_pool(config, pool)
         self.adapter.check_targets(backbone.model, config.lora)
         self.model = backbone.model  # the frozen base, or the base wrapped in the current adapter
+        self.rounds: list[RoundRecord] = []
+        self.base = None  # the frozen base model's scores over the pool, when anything reads them
+        self._opened = False
 
     # -- the loop: Algorithm 1 -------------------------------------------------------------
-    def run(self) -> list[dict]:
+    def run(self) -> list[RoundRecord]:
+        with self.session():
+            try:
+                while not self.finished:
+                    self.next_round()
+            finally:
+                self._release_adapter()
+        return self.rounds
+
+    @contextmanager
+    def session(self):
+        """Hold the run directory (its lock and log) and have its state open: the claimed config,
+        the finished rounds, the base scores and the last round's model. The state is opened
+        once and kept; a step-wise user (Learner) holds one session a step."""
         main_holds = self.processes.main_holds
         with main_holds(self.run_dir.locked), main_holds(lambda: run_log(self.run_dir.path)):
             try:
-                return self._run()
+                self._open()
+                yield self
             finally:
                 if self.tracker is not None:
                     self.tracker.end()
 
-    def _run(self) -> list[dict]:
+    def _open(self) -> None:
+        if self._opened:
+            return
         self.processes.on_main(self.run_dir.claim, self.config)
         if self.tracker is not None:
             self.tracker.start(self.run_dir.path, self.config.to_dict())
         rounds = self.run_dir.read_rounds()
         self._check_state(rounds)
         finished = self.stop.should_stop(rounds) is not None
-        base = None
         warm_needs = warm_start_needs(self.config)
         if (self.strategy.needs.any or warm_needs.any or warm_needs.embeddings) and not finished:
-            base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
-                                    self.pool_ids, self.run_dir, self.cache_root, self.backbone.placement.dtype,
-                                    embeddings=warm_needs.embeddings and not rounds, processes=self.processes)
-        try:
-            if rounds and not finished:
-                self._restore_model(rounds)
-            while self.stop.should_stop(rounds) is None:
-                record = self.run_round(len(rounds), rounds, base)
-                rounds.append(record)
-                self._log_round(record)
-        finally:
-            self._release_adapter()
-        return rounds
+            self.base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
+                                         self.pool_ids, self.run_dir, self.cache_root,
+                                         self.backbone.placement.dtype,
+                                         embeddings=warm_needs.embeddings and not rounds, processes=self.processes)
+        if rounds and not finished:
+            self._restore_model(rounds)
+        self.rounds, self._opened = rounds, True
 
-    def _log_round(self, record: dict) -> None:
+    @property
+    def finished(self) -> bool:
+        """Whether the run's rounds (or a stopping criterion) have ended it (in a session)."""
+        return self.stop.should_stop(self.rounds) is not None
+
+    def next_round(self) -> RoundRecord:
+        """Query (or take the waiting batch), label, train, evaluate and commit one round (in a session)."""
+        record = self.run_round(len(self.rounds), self.rounds, self.base)
+        self.rounds.append(record)
+        self._log_round(record)
+        return record
+
+    def next_batch_size(self) -> int:
+        """How many examples the next round queries: the warm start, then the query size."""
+        return self.config.warm_start if not self.rounds else self.config.query_size
+
+    def query_next(self) -> Batch:
+        """The next round's batch as people see it (ids, examples, the model's answers), without
+        labelling or training: the waiting batch if one is (in a session)."""
+        round_index = len(self.rounds)
+        query = self._query(round_index, self.rounds, self.base, {})
+        return self._batch(query, query.ids, round_index)
+
+    def _log_round(self, record: RoundRecord) -> None:
         """One line a round: labels, accuracy (or the stopping set's), times, and the time left."""
-        measured = (f"accuracy {100 * record['accuracy']:.2f}%" if record["accuracy"] is not None else
-                    f"pool uncertainty {record['pool_uncertainty']:.3f}, agreement "
-                    + ("-" if record["agreement"] is None else f"{100 * record['agreement']:.1f}%"))
-        left = self.config.n_rounds - record["round"]
+        measured = (f"accuracy {100 * record.accuracy:.2f}%" if record.accuracy is not None else
+                    f"pool uncertainty {record.pool_uncertainty:.3f}, agreement "
+                    + ("-" if record.agreement is None else f"{100 * record.agreement:.1f}%"))
+        left = self.config.n_rounds - record.round
         # Rounds grow with the labeled set: the last round's time is a floor for each one left.
-        estimate = f"; about {eta(left * record['timings']['total'])} for the {left} left" if left > 0 else ""
-        _log(f"round {record['round']}/{self.config.n_rounds}: {record['n_labeled']} labeled, {measured} "
-             f"({', '.join(f'{k} {v:.0f}s' for k, v in record['timings'].items())}){estimate}")
+        estimate = f"; about {eta(left * record.timings['total'])} for the {left} left" if left > 0 else ""
+        _log(f"round {record.round}/{self.config.n_rounds}: {record.n_labeled} labeled, {measured} "
+             f"({', '.join(f'{k} {v:.0f}s' for k, v in record.timings.items())}){estimate}")
 
-    def run_round(self, round_index: int, rounds: list[dict], base) -> dict:
+    def run_round(self, round_index: int, rounds: list[RoundRecord], base) -> RoundRecord:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         query = self._query(round_index, rounds, base, timings)
         answered = self._label(query, round_index)
         selected = [i for i in query.ids if i in answered]
-        labeled = self._labeled_set([i for record in rounds for i in record["selected_ids"]] + selected)
+        labeled = self._labeled_set([i for record in rounds for i in record.selected_ids] + selected)
         tick = time.perf_counter()
         train_result = self._fine_tune(round_index, labeled)
         timings["train"] = time.perf_counter() - tick
@@ -146,39 +186,38 @@ class ActiveLearningRun:
         timings["total"] = time.perf_counter() - started
         self.processes.on_main(self._save_adapter, round_index)
         scores = query.scores and [s for i, s in zip(query.ids, query.scores) if i in answered]
-        record = {"round": round_index, "n_labeled": len(labeled), "selected_ids": selected,
-                  "selected_scores": scores, "lambda": query.info.get("lambda"), **summary,
-                  "train_steps": train_result.steps, "train_loss": loss_summary(train_result.losses),
-                  "timings": timings}
-        queued = [i for i in query.ids if i not in answered]
-        if queued:  # a partly labeled batch (--partial): the rest stays queued for the next round
-            record["queued_ids"] = queued
+        record = RoundRecord(round=round_index, n_labeled=len(labeled), selected_ids=selected, selected_scores=scores,
+                             lambda_=query.info.get("lambda"), **summary, train_steps=train_result.steps,
+                             train_loss=loss_summary(train_result.losses), timings=timings,
+                             # a partly labeled batch (--partial): the rest stays queued for the next round
+                             queued_ids=[i for i in query.ids if i not in answered])
         # The main process's record (its timings) is the round's, for every process.
         return self.processes.on_main(self._commit_round, record, rounds, train_result.losses)
 
-    def _commit_round(self, record: dict, rounds: list[dict], losses: list[float]) -> dict:
+    def _commit_round(self, record: RoundRecord, rounds: list[RoundRecord], losses: list[float]) -> RoundRecord:
         """Mark an early stop, append the round, promote its adapter, and report it to the tracker."""
         reason = self.early_stop.should_stop(rounds + [record])
         if reason is not None:
-            record["stopped"] = reason
-            _log(f"stopped after round {record['round']}: {reason}")
+            record.stopped = reason
+            _log(f"stopped after round {record.round}: {reason}")
         self.run_dir.append_round(record)
         self.run_dir.clear_pending()
         self._promote_adapter()
         if self.tracker is not None:
-            first_step = sum(r.get("train_steps", 0) for r in rounds)
+            first_step = sum(r.train_steps or 0 for r in rounds)
             for step, loss in enumerate(losses, first_step):
                 self.tracker.log({"train/loss": loss}, step=step)
-            measured = {key: record.get(key) for key in ("accuracy", "ece", "brier", "pool_uncertainty", "lambda")}
-            self.tracker.log({"round/n_labeled": record["n_labeled"], "round/index": record["round"],
+            measured = {"accuracy": record.accuracy, "ece": record.ece, "brier": record.brier,
+                        "pool_uncertainty": record.pool_uncertainty, "lambda": record.lambda_}
+            self.tracker.log({"round/n_labeled": record.n_labeled, "round/index": record.round,
                               **{f"round/{k}": v for k, v in measured.items() if isinstance(v, (int, float))}},
                              step=first_step + len(losses))
         return record
 
     # -- query ------------------------------------------------------------------------------
     def _query(self, round_index, rounds, base, timings) -> Query:
-        labeled_ids = [i for record in rounds for i in record["selected_ids"]]
-        queued = rounds[-1].get("queued_ids", []) if rounds else []
+        labeled_ids = [i for record in rounds for i in record.selected_ids]
+        queued = rounds[-1].queued_ids if rounds else []
         pending = self.run_dir.read_pending()
         if pending is not None and pending["round"] == round_index:
             self._check_pending(pending, labeled_ids, len(queued))
@@ -216,16 +255,7 @@ class ActiveLearningRun:
         torch.manual_seed(config.seed * 1000 + 500 + round_index)
         scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
                                 options, desc=f"round {round_index}: score pool")
-        measures = {"me": scores.me, "pe": scores.pe}
-        if scores.pe_gold is not None:
-            measures["pe_gold"] = scores.pe_gold
-        if needs.embeddings:  # the diversity strategies' hidden states, and answer probabilities where fixed
-            measures["embeddings"] = scores.embeddings
-            if scores.label_probs is not None:
-                measures["label_probs"] = scores.label_probs
-        if needs.gradients:  # BADGE's gradient embedding, as its two factors
-            measures["gradient_g"], measures["gradient_a"] = scores.gradients
-        return measures
+        return measures(scores, needs)
 
     def _save_scores(self, round_index: int, view: ScoreView, query: Query, base) -> None:
         """The round's scores for analysis: every pass of the tuned measures, the base's, the ranked one,
@@ -297,10 +327,11 @@ class ActiveLearningRun:
         return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
 
     # -- measure -------------------------------------------------------------------------------
-    def _measure(self, round_index: int, rounds: list[dict]) -> dict:
+    def _measure(self, round_index: int, rounds: list[RoundRecord]) -> dict:
         """Accuracy and calibration on the test set; and, without one (--no-eval) or for a stopping
         rule that needs it, the stopping set: a fixed sample of the pool, its mean uncertainty and
-        how its predictions agree with the last round's (fraction and Cohen's kappa)."""
+        how its predictions agree with the last round's (fraction and Cohen's kappa). Returns
+        RoundRecord fields."""
         config, path = self.config, self.run_dir.predictions_path(round_index)
         result = {}
         if config.evaluate:
@@ -318,7 +349,7 @@ class ActiveLearningRun:
                                 run_scoring_options(config, processes=self.processes),
                                 desc=f"round {round_index}: score the stopping set")
         predictions = list(scores.predictions)
-        previous = rounds[-1].get("monitor_predictions") if rounds else None
+        previous = rounds[-1].monitor_predictions if rounds else None
         agreement = float(np.mean([a == b for a, b in zip(previous, predictions)])) if previous else None
         uncertainty = float(scores.me[0].mean())
         if not config.evaluate:
@@ -336,8 +367,9 @@ class ActiveLearningRun:
         train_seed = self.config.seed if self.config.train_seed is None else self.config.train_seed
         seed = train_seed * 1000 + round_index
         self.model = self.adapter.attach(base, self.config.lora, seed)
-        return self.adapter.train(self.model, base, self.backbone.tokenizer, self.task, labeled, self.config, seed,
-                                  desc=f"round {round_index}: train on {len(labeled)}", execution=self.execution)
+        return train_round(self.adapter, self.model, base, self.backbone.tokenizer, self.task, labeled,
+                           self.config.train, b_decay_of(self.config), seed,
+                           desc=f"round {round_index}: train on {len(labeled)}", execution=self.execution)
 
     def _release_adapter(self):
         """Take this run's adapter off the backbone (saved already, one per round).
@@ -369,7 +401,7 @@ class ActiveLearningRun:
         rounds.jsonl are committed) is trained again: same labels, same seed, same weights.
         """
         for record in rounds:
-            self._label(Query(record["selected_ids"], None), record["round"])
+            self._label(Query(record.selected_ids, None), record.round)
         round_index = len(rounds) - 1
         for candidate in (self.run_dir.path / "adapter.next", self.run_dir.adapter_path):
             if _adapter_round(candidate) != round_index:
@@ -383,15 +415,15 @@ class ActiveLearningRun:
                 self.processes.on_main(self._promote_adapter)
             return
         _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
-        self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r["selected_ids"]]))
+        self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r.selected_ids]))
 
-    def _check_state(self, rounds: list[dict]) -> None:
+    def _check_state(self, rounds: list[RoundRecord]) -> None:
         """The finished rounds must fit this pool, and no later state may outrun them."""
         pool = set(int(i) for i in self.pool_ids)
         for record in rounds:
-            outside = [i for i in record.get("selected_ids", []) if i not in pool]
+            outside = [i for i in record.selected_ids if i not in pool]
             if outside:
-                raise StarError(f"{self.run_dir.rounds_path}: round {record['round']} labeled ids outside "
+                raise StarError(f"{self.run_dir.rounds_path}: round {record.round} labeled ids outside "
                                 f"this run's pool ({outside[:5]}); restore the file from a copy")
         adapter_round = _adapter_round(self.run_dir.adapter_path)
         if adapter_round is not None and adapter_round >= len(rounds):

@@ -18,67 +18,16 @@ so nothing else needs saving for a resume: a killed run restarts the round it wa
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import tempfile
-import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from star_al.config import RunConfig, identity
 from star_al.errors import StarError
+from star_al.files import read_json, write_json_atomic, write_text_atomic
+from star_al.rounds import RoundRecord
 
 LOCK_FILE, LOCK_OWNER_FILE = ".lock", ".lock.pid"
-
-
-def _file_mode() -> int:
-    """The mode a plain `open(path, "w")` would give under the current umask (0644 under 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target then rename, so a kill never leaves half a file.
-
-    The temporary file is created 0600; it gets the umask's mode before the rename, so a
-    teammate can read a shared run directory as they could any other file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as handle:
-        try:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.chmod(handle.name, _file_mode())
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-    os.replace(handle.name, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def write_json_atomic(path: Path, value) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
-
-
-def write_figure_atomic(figure, path: Path, dpi: int = 150) -> None:
-    """A matplotlib figure, rendered in memory and then written atomically (format from the suffix)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_npz_atomic(path: Path, **arrays) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 class RunDir:
@@ -164,7 +113,17 @@ class RunDir:
     def rounds_path(self) -> Path:
         return self.path / "rounds.jsonl"
 
-    def read_rounds(self) -> list[dict]:
+    def read_rounds(self) -> list[RoundRecord]:
+        """The finished rounds, in order (checked: rounds 0, 1, 2, ..., no example labeled twice)."""
+        lines = self._round_lines()
+        for number, line in enumerate(lines, 1):
+            if "n_labeled" not in line:
+                raise StarError(f"{self.rounds_path}:{number}: a round without n_labeled; "
+                                "the file is damaged: restore it from a copy")
+        return [RoundRecord.from_dict(line) for line in lines]
+
+    def _round_lines(self) -> list[dict]:
+        """rounds.jsonl's lines as JSON objects, checked for their sequence."""
         if not self.rounds_path.is_file():
             return []
         rounds = []
@@ -178,9 +137,9 @@ class RunDir:
         check_round_sequence(rounds, self.rounds_path)
         return rounds
 
-    def append_round(self, record: dict) -> None:
-        """Rewrite rounds.jsonl with one more line, atomically."""
-        rounds = self.read_rounds() + [record]
+    def append_round(self, record: RoundRecord) -> None:
+        """Rewrite rounds.jsonl with one more line, atomically (the lines before it as they were read)."""
+        rounds = self._round_lines() + [record.to_dict()]
         write_text_atomic(self.rounds_path, "".join(json.dumps(r) + "\n" for r in rounds))
 
     # pending query ----------------------------------------------------------
@@ -230,7 +189,7 @@ class RunDir:
     def is_finished(self) -> bool:
         if not self.config_path.is_file():
             return False
-        return run_finished(self._read_config_json(), self.read_rounds())
+        return run_finished(self._read_config_json(), self._round_lines())
 
 
 def run_finished(config: dict, rounds: list[dict]) -> bool:
@@ -259,22 +218,3 @@ def check_round_sequence(rounds: list[dict], path: Path) -> None:
             raise StarError(f"{path}: round {position} labels an example a second time; "
                             "restore the file from a copy, or start the run again in another directory")
         seen.update(selected)
-
-
-def read_json(path: Path, what_to_do: str):
-    """A JSON state file, or a one-line StarError naming it and what to do."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise StarError(f"{path}: damaged ({getattr(error, 'msg', error)}); {what_to_do}") from error
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz; a damaged file (its zip CRCs, truncation) raises a StarError naming it."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise StarError(f"{path}: damaged array file ({error})") from error

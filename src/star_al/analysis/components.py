@@ -14,18 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from star_al.al.run_dir import load_npz
+from star_al.analysis.tables import markdown_grid
 from star_al.config import RunConfig
+from star_al.files import load_npz
 from star_al.strategies.base import ScoreView
+from star_al.strategies.registry import recipe_of
 
 
 def mc_picks_changed(run_path: Path, config: dict, rounds: list[dict]) -> list[int | None] | None:
     """Per query round, how many of the picks differ from one pass's; None where no score file is kept."""
     run_config = RunConfig.from_dict(config)
-    if not run_config.recipe.uses("mc"):
+    if not recipe_of(run_config).uses("mc"):
         return None
     whole = replace(run_config, pool_subsample=None)  # the score file holds the candidates already drawn
-    strategy = whole.recipe.build(whole)
+    strategy = recipe_of(whole).build(whole)
     if strategy.needs.embeddings:  # the score file keeps no hidden states to cluster again
         return [None] * len(rounds[1:])
     changed = []
@@ -47,11 +49,9 @@ def mc_picks_changed(run_path: Path, config: dict, rounds: list[dict]) -> list[i
 
 def components_table(runs) -> str:
     """One line per run that uses dynamic or MC: lambda per query and the picks MC changed."""
-    from star_al.analysis.report import markdown_grid
-
     body = []
     for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
-        recipe = RunConfig.from_dict(run.config).recipe if "n_rounds" in run.config else None
+        recipe = recipe_of(RunConfig.from_dict(run.config)) if "n_rounds" in run.config else None
         if recipe is None or not (recipe.uses("dynamic") or recipe.uses("mc")):
             continue
         lambdas = ", ".join("-" if r.get("lambda") is None else f"{r['lambda']:.2f}" for r in run.rounds[1:])
@@ -67,7 +67,8 @@ def components_table(runs) -> str:
 
 
 def decay_effect(config, task, pool, test, backbone, rounds, cache_root=None) -> list[dict]:
-    """Per query round r: the picks L2 on B changed, and how much it shrank B.
+    """Per query round r: the picks L2 on B changed, and how much it shrank B (`rounds`: the run's
+    RoundRecords, RunDir.read_rounds).
 
     For each r, round r-1's labeled set is trained twice from the same seed, with the run's
     B decay and without it; each model then makes round r's query as the run would (same
@@ -81,7 +82,6 @@ def decay_effect(config, task, pool, test, backbone, rounds, cache_root=None) ->
     from star_al.al.base_scores import base_pool_scores
     from star_al.al.loop import ActiveLearningRun
     from star_al.al.run_dir import RunDir
-    from star_al.models.adapters import LORA
 
     by_id = {ex.id: ex for ex in pool}
     effects = []
@@ -93,17 +93,17 @@ def decay_effect(config, task, pool, test, backbone, rounds, cache_root=None) ->
         base = base_pool_scores(first.config, task, backbone.model, backbone.tokenizer, by_id, first.pool_ids,
                                 first.run_dir, cache_root, backbone.placement.dtype)
         for r in range(1, len(rounds)):
-            labeled = [by_id[i] for record in rounds[:r] for i in record["selected_ids"]]
+            labeled = [by_id[i] for record in rounds[:r] for i in record.selected_ids]
             picks, norms = {}, {}
             for name, run in variants.items():
                 run._fine_tune(r - 1, labeled)
-                norms[name] = float(torch.sqrt(sum((p.detach().float() ** 2).sum()
-                                                   for n, p in run.model.named_parameters() if LORA.is_decayed(n))))
+                norms[name] = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for n, p in
+                                                   run.model.named_parameters() if run.adapter.is_decayed(n))))
                 run.run_dir.clear_pending()
                 picks[name] = run._query(r, rounds[:r], base, {}).ids
                 run._release_adapter()
             effects.append({"round": r, "picks_changed": len(set(picks["decay"]) - set(picks["plain"])),
                             "of": len(picks["decay"]), "b_shrink": 1 - norms["decay"] / norms["plain"],
                             # the decay twin redoes the run's own query: with today's code the same picks
-                            "matches_run": sorted(picks["decay"]) == sorted(rounds[r]["selected_ids"])})
+                            "matches_run": sorted(picks["decay"]) == sorted(rounds[r].selected_ids)})
     return effects

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from star_al.analysis import metrics
+from star_al import metrics
+from star_al.rounds import unpack_correct
 
 
 MIN_BOOTSTRAP_PAIRS = 5
@@ -110,21 +111,10 @@ def compare(aucs_a: dict, aucs_b: dict, scale: float = 100.0, level: float = 0.9
                             seeds_for_width=seeds_for_width(sd, WIDTH, level) if sd is not None else None)
 
 
-def pack_correct(ids, correct) -> str:
-    """Which test examples a round got right, in id order, as hex of the packed bits: 872
-    sentences take 218 characters, so rounds.jsonl keeps them and a committed run can be
-    bootstrapped over sentences without its predictions files."""
-    order = np.argsort(np.asarray(ids), kind="stable")
-    return np.packbits(np.asarray(correct, dtype=bool)[order]).tobytes().hex()
-
-
-def unpack_correct(packed: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(packed), dtype=np.uint8))[:n].astype(bool)
-
-
 def read_correct(run_path: Path, rounds: list[dict]) -> np.ndarray | None:
     """[rounds, test sentences] correctness from predictions/round-NN.jsonl, or else from the rounds'
-    packed `test_correct`; None if a round has neither."""
+    packed `test_correct` (rounds.pack_correct); None if a round has neither. `rounds` are
+    rounds.jsonl's lines as read (analysis/report.py)."""
     rows = []
     for record in rounds:
         path = Path(run_path) / "predictions" / f"round-{record['round']:02d}.jsonl"

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from star_al.errors import StarError
-from star_al.engine.evaluation import evaluate
-from star_al.analysis.metrics import correlation_matrix
-from star_al.analysis.report import format_number, markdown_grid
-from star_al.al.run_dir import load_npz, write_figure_atomic, write_text_atomic
+from star_al.analysis.tables import format_number, markdown_grid
+from star_al.config import LoraSettings, TrainSettings
 from star_al.data.tasks import Example
-from star_al.engine.training import LoraSettings, TrainSettings, attach_fresh_adapter, detach_adapter, train_adapter
+from star_al.engine.evaluation import evaluate
+from star_al.engine.training import train_adapter
+from star_al.errors import StarError
+from star_al.files import load_npz, write_figure_atomic, write_text_atomic
+from star_al.metrics import correlation_matrix
+from star_al.models.adapters import LORA
 
 TUNED, IN_CONTEXT = "tuned", "in-context"
 CONFIDENCE_COLUMNS = ("model", "id", "gold", "prediction", "correct", "confidence")
@@ -95,12 +97,12 @@ def confidence_probe(backbone, task, train_examples, test_examples, lora: LoraSe
     model, tokenizer = backbone.model, backbone.tokenizer
     results = {IN_CONTEXT: evaluate(model, tokenizer, task, in_context_examples(test_examples, demonstrations),
                                     batch_size, desc=f"evaluate untuned, {k_shot}-shot")}
-    peft_model = attach_fresh_adapter(model, lora, seed)
+    peft_model = LORA.attach(model, lora, seed)
     try:
-        train_adapter(peft_model, tokenizer, task, labeled, train, seed, desc=f"train on {n_train}")
+        train_adapter(peft_model, tokenizer, task, labeled, train, seed, desc=f"train on {n_train}", method=LORA)
         results[TUNED] = evaluate(peft_model, tokenizer, task, test_examples, batch_size, desc="evaluate tuned")
     finally:
-        detach_adapter(peft_model)
+        LORA.detach(peft_model)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

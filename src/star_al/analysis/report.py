@@ -18,9 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from star_al.analysis import metrics, paired
+from star_al import metrics
+from star_al.al.run_dir import check_round_sequence, run_finished
+from star_al.analysis import paired
+from star_al.analysis.tables import format_number, markdown_grid
 from star_al.errors import StarError
-from star_al.al.run_dir import check_round_sequence, run_finished, write_figure_atomic, write_text_atomic
+from star_al.files import write_figure_atomic, write_text_atomic
+from star_al.rounds import RoundRecord
 
 CONFIG_FILE = "config.json"
 ROUNDS_FILE = "rounds.jsonl"
@@ -222,13 +226,6 @@ def _cell(row: Row) -> str:
     return f"{auc_text} / {ripl_text}" + (" *" if row.n_unfinished else "")
 
 
-def markdown_grid(header, body) -> str:
-    """A Markdown table from a header row and rows of cell strings."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
-
-
 def markdown_table(rows, baseline: str = "random") -> str:
     """Table 1 layout: one row per strategy (baseline first), one column per task,
     cells 'AUC / RIPL' in percent, mean ± std over seeds."""
@@ -318,9 +315,10 @@ def stopping_table(runs, spec: str = DEFAULT_STOPPING) -> str:
     body = []
     for run in sorted(runs, key=lambda r: (r.task, r.strategy, str(r.seed))):
         final = run.rounds[-1]
+        history = [RoundRecord.from_dict(record) for record in run.rounds]  # what the criteria read
         for name, criterion in criteria:
             has_data = not getattr(criterion, "needs_monitor", False) or any("kappa" in r for r in run.rounds)
-            stop_at = next((r for r in range(len(run.rounds)) if criterion.should_stop(run.rounds[:r + 1])), None)
+            stop_at = next((r for r in range(len(history)) if criterion.should_stop(history[:r + 1])), None)
             if not has_data:
                 where = saved = cost = "no stopping-set data"
             elif stop_at is None:
@@ -372,11 +370,6 @@ def time_table(runs) -> str:
                                               "run min"], body)
 
 
-def format_number(value: float, digits: int = 3) -> str:
-    """A fraction or figure for a table; nan reads n/a."""
-    return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
-
-
 def _round_means(group, keys) -> list[dict]:
     """Per round index: seeds present, mean n_labeled, and for each key the mean and std
     over the seeds that report it (missing or nan values are left out)."""
@@ -424,9 +417,9 @@ def write_curves_png(runs, path, baseline: str = "random") -> None:
     _write_panels([(task, [run for run in runs if run.task == task]) for task in tasks], path, baseline)
 
 
-def write_figure1_png(lora_runs, full_runs, path, baseline: str = "random") -> None:
+def write_figure1_png(adapter_runs, full_runs, path, baseline: str = "random") -> None:
     """The paper's Figure 1: the same strategies under LoRA and under full fine-tuning."""
-    _write_panels([("LoRA fine-tuning", lora_runs), ("full fine-tuning", full_runs)], path, baseline)
+    _write_panels([("LoRA fine-tuning", adapter_runs), ("full fine-tuning", full_runs)], path, baseline)
 
 
 def _write_panels(panels, path, baseline: str) -> None:
@@ -531,12 +524,12 @@ def write_variance_report(paths, out_dir) -> str:
     return text
 
 
-def write_figure1(lora_paths, full_paths, out_dir, strategies=("random", "me"), baseline: str = "random") -> str:
+def write_figure1(adapter_paths, full_paths, out_dir, strategies=("random", "me"), baseline: str = "random") -> str:
     """Figure 1 from finished runs: figure1.png and figure1.md (AUC/RIPL under each fine-tuning)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = []
-    for label, paths in (("LoRA", lora_paths), ("full", full_paths)):
+    for label, paths in (("LoRA", adapter_paths), ("full", full_paths)):
         runs = [run for run in find_runs(paths) if run.finished and run.strategy in strategies]
         if not runs:
             raise StarError(f"no finished {'/'.join(strategies)} runs under {', '.join(map(str, _as_paths(paths)))}")

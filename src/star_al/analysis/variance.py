@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from star_al.analysis import metrics
+from star_al import metrics
 from star_al.analysis.paired import read_correct
 from star_al.errors import StarError
 

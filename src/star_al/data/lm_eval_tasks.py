@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from star_al.data.tasks import Task
 from star_al.errors import StarError
 
 
@@ -34,9 +35,7 @@ def is_lm_eval_yaml(path: Path) -> bool:
     return isinstance(config, dict) and "task" in config and "name" not in config
 
 
-def load_lm_eval_task(spec: str):
-    from star_al.data.tasks import Task
-
+def load_lm_eval_task(spec: str) -> Task:
     try:
         from lm_eval.tasks import TaskManager
     except ImportError as error:

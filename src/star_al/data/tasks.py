@@ -22,7 +22,6 @@ import yaml
 from star_al.errors import StarError
 
 ANSWER_TYPES = ("number", "label", "text")
-BUILTIN_DIR = Path(__file__).parent / "builtin_tasks"
 DEFAULT_SPLITS = {"train": "train.jsonl", "test": "test.jsonl"}
 DEFAULT_HF_SPLITS = {"train": "train", "test": "test"}
 DEFAULT_TARGET = " {gold}"
@@ -311,34 +310,6 @@ _TaskLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _TaskLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-def builtin_task_names() -> list[str]:
-    return sorted(path.stem for path in BUILTIN_DIR.glob("*.yaml"))
-
-
-def load_task(name_or_path: str) -> Task:
-    """A built-in task by name, a user's task YAML by path, or an lm-evaluation-harness task
-    (`lm-eval:NAME`, or the path of an lm-eval task YAML: one with a `task:` key)."""
-    if name_or_path in builtin_task_names():
-        return parse_task_file(BUILTIN_DIR / f"{name_or_path}.yaml", builtin=True)
-    if str(name_or_path).startswith("lm-eval:"):
-        from star_al.data.lm_eval_tasks import load_lm_eval_task
-
-        return load_lm_eval_task(name_or_path)
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        from star_al.data.lm_eval_tasks import is_lm_eval_yaml, load_lm_eval_task
-
-        if is_lm_eval_yaml(path):
-            return load_lm_eval_task(str(path))
-        return parse_task_file(path, builtin=False)
-    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
-        raise StarError(f"task file {path} not found")
-    raise StarError(
-        f"unknown task '{name_or_path}': built-ins are {', '.join(builtin_task_names())}, "
-        "or give the path of a task YAML file"
-    )
 
 
 def parse_task_file(path: Path, builtin: bool = False) -> Task:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from star_al.analysis.metrics import calibration_summary
-from star_al.al.run_dir import write_text_atomic
 from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.scoring import Scores, ScoringOptions, score_examples
+from star_al.files import write_text_atomic
+from star_al.metrics import calibration_summary
 
 
 def evaluate(model, tokenizer, task, examples, batch_size: int = 32, desc: str | None = "evaluate",

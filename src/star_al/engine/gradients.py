@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from star_al.errors import StarError
+from star_al.models.adapters import trained_input
 
 
 @dataclass(frozen=True)
@@ -52,30 +53,17 @@ def tail_of(model) -> Tail:
                 model.get_output_embeddings(), getattr(config, "final_logit_softcapping", None))
 
 
-def trained_input(down_proj, x: torch.Tensor) -> torch.Tensor:
-    """The input of the weight the adapter trains in down_proj, [rows, in] -> [rows, r or in]."""
-    if hasattr(down_proj, "lora_A"):
-        name = down_proj.active_adapters[0]
-        if getattr(down_proj, "use_dora", {}).get(name):
-            raise StarError("badge: DoRA's gradient on B is not a rank-one outer product; use --peft lora or full")
-        lora_a = down_proj.lora_A[name].weight
-        return down_proj.scaling[name] * (x.to(lora_a.dtype) @ lora_a.T)
-    weight = getattr(down_proj, "weight", None)
-    if weight is not None and weight.requires_grad and not hasattr(down_proj, "ia3_l"):
-        return x
-    raise StarError("badge: the last layer's down_proj has no LoRA B or trained weight to take the gradient on "
-                    "(target it, e.g. --target-modules all-linear, and use --peft lora or full)")
-
-
-def check_gradient_embedding(model, method: str, target_modules) -> None:
-    """Refuse, before a run starts, a setting whose gradient embedding cannot be taken."""
+def check_gradient_embedding(model, method, target_modules) -> None:
+    """Refuse, before a run starts, a setting whose gradient embedding cannot be taken: a `method`
+    (models/adapters.py) whose trained weight's gradient is no outer product, or an adapter that
+    leaves the last layer's down_proj alone."""
     tail_of(model)
-    if method in ("dora", "ia3"):
-        raise StarError(f"badge: its gradient embedding is on LoRA B (or a full weight); --peft {method} has "
+    if not method.rank_one_gradient:
+        raise StarError(f"badge: its gradient embedding is on LoRA B (or a full weight); --peft {method.name} has "
                         "no such rank-one gradient; use --peft lora or full")
     targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    if method != "full" and not any(t in ("all-linear", "down_proj") or str(t).endswith(".down_proj")
-                                    for t in targets):
+    if method.is_adapter and not any(t in ("all-linear", "down_proj") or str(t).endswith(".down_proj")
+                                     for t in targets):
         raise StarError(f"badge: the gradient embedding is on the last layer's down_proj LoRA B, and "
                         f"--target-modules {','.join(map(str, targets))} does not adapt down_proj "
                         "(add it, or use all-linear)")
@@ -117,4 +105,7 @@ def gradient_factors(tail: Tail, captured: dict, label_ids) -> tuple[torch.Tenso
             o = captured["o"].clone().requires_grad_(True)
             (g,) = torch.autograd.grad(tail.post_norm(o), o, grad_outputs=g)
         a = trained_input(tail.down_proj, captured["x"].clone())
+    if a is None:
+        raise StarError("badge: the last layer's down_proj has no LoRA B or trained weight to take the gradient on "
+                        "(target it, e.g. --target-modules all-linear, and use --peft lora or full)")
     return g.detach(), a.detach()

@@ -31,7 +31,7 @@ from star_al.engine.heap import HeapGuard
 from star_al.engine.uncertainty import logprob_entropy, token_entropy, token_nll
 from star_al.errors import StarError
 from star_al.log import quiet
-from star_al.models.adapters import LORA
+from star_al.models.adapters import method_of
 from star_al.models.fast_lora import mask_draws_per_forward, skip_mask_draws
 
 
@@ -53,14 +53,55 @@ class Scores:
     gradients: tuple[np.ndarray, np.ndarray] | None = None  # BADGE's (g [n, hidden], a [n, r]), when asked
 
 
+PASS_MEASURES = ("me", "pe", "pe_gold")  # the uncertainty measures: one row per pass, [passes, n]
+
+
+def measures(scores: Scores, needs) -> dict[str, np.ndarray]:
+    """What acquisition reads of a scoring pass, by name (strategies/base.py `Scorer`): "me", "pe" and,
+    where scored, "pe_gold", each [passes, n]; with `needs.embeddings` the answer-position hidden
+    states "embeddings" [n, hidden]; with `needs.answer_probs` the allowed answers' probabilities
+    "label_probs" [n, n_labels] (tasks with fixed answers); with `needs.gradients` BADGE's factors
+    "gradient_g" [n, hidden] and "gradient_a" [n, r]. `needs` is a strategies.base.Needs."""
+    measured = {"me": scores.me, "pe": scores.pe}
+    if scores.pe_gold is not None:
+        measured["pe_gold"] = scores.pe_gold
+    if needs.embeddings:
+        measured["embeddings"] = scores.embeddings
+    if needs.answer_probs and scores.label_probs is not None:
+        measured["label_probs"] = scores.label_probs
+    if needs.gradients:
+        measured["gradient_g"], measured["gradient_a"] = scores.gradients
+    return measured
+
+
+def one_pass(measured: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A measures dict of one pass, as the base model's scores are kept: each measure's first
+    row ([n]), everything else as it is."""
+    return {key: value[0] if key in PASS_MEASURES else value for key, value in measured.items()}
+
+
+def select_rows(measured: dict[str, np.ndarray], rows: np.ndarray, needs) -> dict[str, np.ndarray]:
+    """What `needs` reads of a measures dict, at the examples `rows`: its tuned measures,
+    [passes, len(rows)] (a measure kept as one pass, [n], gets its pass axis back), and with
+    `needs.embeddings` the hidden states [len(rows), hidden]."""
+    selected = {}
+    for key in needs.tuned:
+        value = measured[key]
+        selected[key] = (value if value.ndim == 2 else value[None])[:, rows]
+    if needs.embeddings:
+        selected["embeddings"] = measured["embeddings"][rows]
+    return selected
+
+
 @contextmanager
-def lora_dropout_active(model):
-    """Put exactly the LoRA dropout modules in training mode.
+def mc_dropout_active(model):
+    """Put exactly the adapter's dropout modules in training mode (its method's dropout_modules).
 
     PEFT turns LoRA dropout off in eval(), and Llama-style backbones have no other
     dropout, so without this "K MC passes" would be K identical passes.
     """
-    modules = LORA.dropout_modules(model)
+    method = method_of(model)
+    modules = method.dropout_modules(model) if method is not None else []
     if not modules:
         raise StarError("MC dropout needs a LoRA adapter with dropout > 0 (--lora-dropout)")
     for module in modules:
@@ -74,8 +115,8 @@ def lora_dropout_active(model):
 
 @contextmanager
 def merged_adapter(model):
-    """Fold the LoRA weights into the base weights for deterministic passes, then put the
-    base weights back bit for bit.
+    """Fold the adapter into the base weights for deterministic passes (the layers its method
+    can merge: LoRA's and DoRA's), then put the base weights back bit for bit.
 
     An unmerged adapter adds two small matmuls, a scaling and an add per projection; merged,
     a pass costs what the base model costs. Only fp32 bases are merged: in bf16 the sum
@@ -83,8 +124,8 @@ def merged_adapter(model):
     60.8% accuracy for the same adapter). Unmerging would not give back W bit for bit
     either, so the exact originals are kept aside and restored.
     """
-    layers = [module for module in model.modules()
-              if hasattr(module, "base_layer") and hasattr(module, "merge") and getattr(module, "lora_A", None)]
+    method = method_of(model)
+    layers = method.mergeable_layers(model) if method is not None else []
     if (not layers or not hasattr(model, "merge_adapter")
             or layers[0].base_layer.weight.dtype != torch.float32):
         yield model
@@ -413,7 +454,7 @@ def score_examples(model, tokenizer, task, examples, options: ScoringOptions, de
     if options.passes == 1:
         with merged_adapter(model):
             return _score(model, tokenizer, task, examples, options, desc, nullcontext())
-    return _score(model, tokenizer, task, examples, options, desc, lora_dropout_active(model))
+    return _score(model, tokenizer, task, examples, options, desc, mc_dropout_active(model))
 
 
 def _score(model, tokenizer, task, examples, options: ScoringOptions, desc, mc) -> Scores:

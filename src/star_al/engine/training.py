@@ -1,9 +1,11 @@
-"""LoRA fine-tuning with PEFT: a fresh adapter on the frozen base, loss on answer tokens only.
+"""Fine-tuning a round's model: a fresh adapter on the frozen base (or a full copy), loss on answer tokens only.
 
-AdamW applies decoupled weight decay to the zero-initialised lora_B matrices only
-(STAR's L2 decay on B, docs/method.md 3.3); lora_A and everything else get none. Batches are
-left-padded so the answer tokens sit in the last columns, and the model computes logits
-only there: for one-token answers that is two positions instead of the whole sequence.
+`train_round` trains whatever the adapter method attached: an adapter by `train_adapter`,
+a full copy by `train_full`. AdamW applies decoupled weight decay to the adapter's
+zero-initialised B side only, as the method names it (STAR's L2 decay on B, docs/method.md
+3.3); LoRA's A and everything else get none. Batches are left-padded so the answer tokens
+sit in the last columns, and the model computes logits only there: for one-token answers
+that is two positions instead of the whole sequence.
 """
 
 from __future__ import annotations
@@ -11,20 +13,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
-from star_al.config import ALL_LINEAR, LoraSettings, TrainSettings  # noqa: F401 (re-exported)
+from star_al.config import TrainSettings
 from star_al.data.batching import encode_pair, left_pad
 from star_al.engine.distributed import Execution
 from star_al.engine.heap import HeapGuard
+from star_al.errors import StarError
 from star_al.log import quiet
+from star_al.models.adapters import PeftMethod, method_of
 from star_al.models.fast_lora import batch_rows
-from star_al.models.adapters import (LORA, adapter_to_base_dtype, attach_fresh_adapter,  # noqa: F401 (re-exported)
-                                     check_target_modules, detach_adapter)
 
 
 @dataclass
@@ -34,9 +35,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def optimizer_groups(model, b_decay: float) -> list[dict]:
-    """Decay on lora_B only (eq. 6): two parameter groups over the trainable weights."""
-    decayed = LORA.is_decayed
+def optimizer_groups(model, b_decay: float, method: PeftMethod | None = None) -> list[dict]:
+    """Decay on the adapter's B side only (eq. 6): two parameter groups over the trainable weights.
+
+    `method` names the decayed side (default: the method whose layers the model carries)."""
+    method = method or method_of(model)
+    decayed = method.is_decayed if method is not None else (lambda name: False)
     b_params = [p for n, p in model.named_parameters() if p.requires_grad and decayed(n)]
     other = [p for n, p in model.named_parameters() if p.requires_grad and not decayed(n)]
     return [{"params": b_params, "weight_decay": b_decay}, {"params": other, "weight_decay": 0.0}]
@@ -121,33 +125,37 @@ def training_attention(model):
         base.set_attn_implementation(current)
 
 
+def train_round(method, model, base, tokenizer, task, examples, train_settings: TrainSettings, b_decay: float,
+                seed: int, desc: str | None = "train", execution: Execution = Execution()) -> TrainResult:
+    """Train the model `method.attach` made on the labeled examples: an adapter with STAR's
+    `b_decay` on its B side (strategies/registry.py b_decay_of), or every weight of a full copy."""
+    if method.is_adapter:
+        return train_adapter(model, tokenizer, task, examples, replace(train_settings, b_decay=b_decay), seed,
+                             desc=desc, execution=execution, method=method)
+    return train_full(model, base.dtype, tokenizer, task, examples, train_settings, seed, desc=desc,
+                      execution=execution)
+
+
 def train_adapter(peft_model, tokenizer, task, examples, settings: TrainSettings, seed: int,
-                  desc: str | None = "train", execution: Execution = Execution()) -> TrainResult:
-    """Fine-tune the attached adapter on the labeled examples; leaves the model in eval mode."""
-    optimizer = adamw(optimizer_groups(peft_model, settings.b_decay), lr=settings.learning_rate)
+                  desc: str | None = "train", execution: Execution = Execution(),
+                  method: PeftMethod | None = None) -> TrainResult:
+    """Fine-tune the attached adapter of `method` (default: the one the model carries) on the
+    labeled examples; leaves the model in eval mode, its adapter in the base's dtype."""
+    method = method or method_of(peft_model)
+    if method is None:
+        raise ValueError("train_adapter needs a model with an adapter attached (a method's attach)")
+    optimizer = adamw(optimizer_groups(peft_model, settings.b_decay, method), lr=settings.learning_rate)
     with_autocast = lambda: autocast_context(peft_model)  # noqa: E731
     result = _train(peft_model, optimizer, with_autocast, tokenizer, task, examples, settings, seed, desc,
                     execution)
-    adapter_to_base_dtype(peft_model)
+    method.to_base_dtype(peft_model)
     return result
-
-
-def full_copy(base_model):
-    """A trainable fp32 copy of the frozen base, for full-parameter fine-tuning.
-
-    The base stays untouched (every round starts from it); fp32 master weights keep
-    AdamW's small updates from vanishing in bf16 rounding.
-    """
-    import copy
-
-    model = copy.deepcopy(base_model).float()
-    model.requires_grad_(True)
-    return model
 
 
 def train_full(model, base_dtype, tokenizer, task, examples, settings: TrainSettings, seed: int,
                desc: str | None = "train", execution: Execution = Execution()) -> TrainResult:
-    """Train every weight of a `full_copy` (plain AdamW, no decay), then cast it to base_dtype."""
+    """Train every weight of a full copy (models/adapters.py full_copy; plain AdamW, no decay), then cast it
+    to base_dtype."""
     optimizer = adamw(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     device_type = next(model.parameters()).device.type
     low = base_dtype in (torch.bfloat16, torch.float16)
@@ -171,8 +179,6 @@ def gradient_checkpointing(model, enabled: bool):
         yield
         return
     if not getattr(base, "supports_gradient_checkpointing", False):
-        from star_al.errors import StarError
-
         raise StarError(f"{type(base).__name__} does not support --gradient-checkpointing")
     # transformers 5.2x names it activation checkpointing; earlier versions gradient checkpointing.
     kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"

@@ -11,26 +11,34 @@ from __future__ import annotations
 import json
 import os
 
+from pathlib import Path
+
 from star_al.errors import StarError
-from star_al.labeling.people import label_studio_answers, label_studio_config, label_studio_tasks
+from star_al.files import write_json_atomic
+from star_al.labeling.batch_files import label_studio_answers, label_studio_config, label_studio_tasks
+from star_al.labeling.tool import AnswerRow, LabellingTool
 
 STATE_FILE = "label_studio.json"
 
 
-class LabelStudioProject:
-    def __init__(self, run_dir, url: str, project_id: int | None = None):
-        self.run_dir, self.url, self.project_id = run_dir, url.rstrip("/"), project_id
+class LabelStudioProject(LabellingTool):
+    """A Label Studio project of the run's own: batches imported as tasks, annotations pulled back."""
+
+    name = "label-studio"
+
+    def __init__(self, run_path: Path, url: str, project_id: int | None = None):
+        self.run_path, self.url, self.project_id = Path(run_path), url.rstrip("/"), project_id
 
     @classmethod
-    def for_run(cls, run_dir, url: str | None) -> "LabelStudioProject | None":
+    def for_run(cls, run_path: Path, url: str | None) -> "LabelStudioProject | None":
         """The run's project: from --label-studio on its first command, from its directory after."""
-        state = run_dir.path / STATE_FILE
+        state = Path(run_path) / STATE_FILE
         if state.is_file():
             saved = json.loads(state.read_text())
             if url and url.rstrip("/") != saved["url"]:
-                raise StarError(f"{run_dir.path} labels in Label Studio at {saved['url']}, not {url}")
-            return cls(run_dir, saved["url"], saved.get("project_id"))
-        return cls(run_dir, url) if url else None
+                raise StarError(f"{run_path} labels in Label Studio at {saved['url']}, not {url}")
+            return cls(run_path, saved["url"], saved.get("project_id"))
+        return cls(run_path, url) if url else None
 
     def _client(self):
         try:
@@ -42,17 +50,15 @@ class LabelStudioProject:
             raise StarError("set LABEL_STUDIO_API_KEY to a Label Studio access token")
         return LabelStudio(base_url=self.url, api_key=token)
 
-    def push(self, task, batch, run_dir) -> None:
+    def push(self, task, batch) -> None:
         """Import the batch as tasks (the model's answers as predictions); create the project first."""
-        from star_al.al.run_dir import write_json_atomic
-
         client = self._client()
         try:
             if self.project_id is None:
-                project = client.projects.create(title=f"star-al {run_dir.path.name} ({task.name})",
+                project = client.projects.create(title=f"star-al {self.run_path.name} ({task.name})",
                                                  label_config=label_studio_config(task))
                 self.project_id = project.id
-                write_json_atomic(run_dir.path / STATE_FILE, {"url": self.url, "project_id": self.project_id})
+                write_json_atomic(self.run_path / STATE_FILE, {"url": self.url, "project_id": self.project_id})
             client.projects.import_tasks(id=self.project_id, request=label_studio_tasks(task, batch))
         except StarError:
             raise
@@ -60,7 +66,7 @@ class LabelStudioProject:
             raise StarError(f"Label Studio at {self.url}: {type(error).__name__}: "
                             f"{str(error).splitlines()[0][:200]}") from error
 
-    def pull(self) -> list[tuple[str, object, object]]:
+    def pull(self) -> list[AnswerRow]:
         """(where, id, answer) for each task's latest submitted, non-cancelled annotation."""
         client = self._client()
         try:

@@ -53,7 +53,7 @@ class LabelLedger:
 
     def append(self, labels: list[Label], round_index: int, source: str) -> None:
         """Add one batch of labels after the existing ones (atomically); an id labeled already is refused."""
-        from star_al.al.run_dir import write_text_atomic
+        from star_al.files import write_text_atomic
 
         existing = self.read()
         taken = {entry["id"] for entry in existing}

@@ -32,6 +32,10 @@ class Batch:
     model_answers: list[str | None] | None = None
     uncertainty: list[float] | None = None          # the model's maximum entropy on each
 
+    @property
+    def ids(self) -> list[int]:
+        return [ex.id for ex in self.examples]
+
 
 class Oracle(ABC):
     """Labels queried examples. `simulated` oracles read the dataset's answers."""

@@ -1,15 +1,21 @@
-"""Adapter methods: how an adapter is attached to the frozen base, trained, saved and loaded.
+"""Adapter methods: how an adapter is attached to the frozen base, saved, loaded, and what it is made of.
 
-The loop, training, scoring and the CLI reach PEFT only through a method object here,
-so what is method-specific (its PEFT config, its parameter names, the B side that STAR
-decays, the dropout that MC passes switch on, LoRA's fast forward) lives in one place.
+Training, scoring, the loop and the CLI reach PEFT only through a method object here (or
+`method_of(model)`, the method whose layers a model carries), so what is method-specific
+lives in one place: its PEFT config, its parameter names, the B side that STAR decays,
+the dropout that MC passes switch on, which layers fold into the base for a deterministic
+pass, where BADGE takes its gradient, LoRA's fast forward (models/fast_lora.py), and the
+learning rate it trains at when no one gives one. Full fine-tuning is a method too: a
+trainable copy of the base. How a method's model is trained is engine/training.py
+(`train_round`), which asks the method only whether it is an adapter.
 A new PEFT method is one PeftMethod subclass and one line in ADAPTERS; its capabilities
-(`has_dropout`, `decayed`) decide which STAR components a recipe may use with it
-(strategies/registry.py Recipe.check).
+(`is_adapter`, `has_dropout`, `decayed`) decide which STAR components a recipe may use
+with it (strategies/registry.py Recipe.check).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -18,18 +24,21 @@ import torch
 
 from star_al.config import ALL_LINEAR, LoraSettings
 from star_al.errors import StarError
+from star_al.files import write_json_atomic
 from star_al.models.fast_lora import use_fast_lora
 from star_al.registry import Registry
 
 
 class PeftMethod:
-    """What every PEFT adapter method shares; a subclass gives its PEFT config and capabilities."""
+    """What every PEFT adapter method shares; a subclass gives its PEFT config, its parts and capabilities."""
 
     name = ""
     is_adapter = True                     # a PEFT adapter on the frozen base (full fine-tuning is not)
-    has_dropout = True                    # has dropout that MC passes can switch on
-    decayed: str | None = "lora_B"        # the parameters STAR's L2 decays (a name part); None: nothing to decay
-    parameter_parts: tuple[str, ...] = ("lora_",)  # name parts of the adapter's own parameters
+    has_dropout = False                   # has dropout that MC passes can switch on
+    decayed: str | None = None            # the parameters STAR's L2 decays (a name part); None: nothing to decay
+    parameter_parts: tuple[str, ...] = ()  # name parts of the adapter's own parameters
+    rank_one_gradient = False             # BADGE's gradient on its trained weight is an outer product g a^T
+    default_learning_rate: float | None = None  # the rate it trains at unless one is given (None: the preset's)
 
     def peft_config(self, model, lora: LoraSettings):
         raise NotImplementedError
@@ -37,6 +46,10 @@ class PeftMethod:
     def ready(self, peft_model):
         """The adapter as training and scoring run it (LoRA: the fast forward); PEFT's own by default."""
         return peft_model
+
+    def owns(self, layer) -> bool:
+        """Whether `layer` (a module of an adapted model) is one of this method's adapter layers."""
+        return False
 
     def attach(self, model, lora: LoraSettings, seed: int, fast: bool = True):
         """Wrap the frozen base in a newly initialised adapter (seeded, no carry-over).
@@ -91,16 +104,6 @@ class PeftMethod:
         self.to_base_dtype(peft_model)
         return peft_model
 
-    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None, execution=None):
-        """Fine-tune the attached adapter; STAR's decay (config.b_decay) acts on the `decayed` side."""
-        from dataclasses import replace
-
-        from star_al.engine.distributed import Execution
-        from star_al.engine.training import train_adapter
-
-        return train_adapter(model, tokenizer, task, examples, replace(config.train, b_decay=config.b_decay), seed,
-                             desc=desc, execution=execution or Execution())
-
     def save(self, model, folder: str | Path, base_id: str | None) -> bool:
         """The adapter in PEFT's format, naming the base by its Hub id where one is known, so
         plain `PeftModel.from_pretrained` loads it on any machine (not a local cache path)."""
@@ -110,8 +113,6 @@ class PeftMethod:
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_id
         config["revision"] = config.get("revision")
-        from star_al.al.run_dir import write_json_atomic
-
         write_json_atomic(config_path, config)
         return True
 
@@ -139,21 +140,17 @@ class PeftMethod:
         return self.decayed is not None and self.decayed in name
 
     def dropout_modules(self, model) -> list[torch.nn.Module]:
-        """The modules whose train mode switches the adapter's dropout on in MC passes (those with p > 0).
+        """The modules whose train mode switches the adapter's dropout on in MC passes (none by default)."""
+        return []
 
-        For plain LoRA that is each lora_dropout module. A layer with a LoRA variant (DoRA)
-        drops its inputs only while the layer itself is training (PEFT's
-        DoraLinearVariant.forward), so for it the layer is switched, its dropout with it.
-        """
-        modules = []
-        for module in model.modules():
-            dropouts = getattr(module, "lora_dropout", None)
-            if not isinstance(dropouts, torch.nn.ModuleDict):
-                continue
-            for adapter, dropout in dropouts.items():
-                if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
-                    modules.append(module if adapter in getattr(module, "lora_variant", {}) else dropout)
-        return modules
+    def mergeable_layers(self, model) -> list[torch.nn.Module]:
+        """The layers whose adapter folds into the base weight for a deterministic pass (none by default)."""
+        return []
+
+    def trained_input(self, layer, x: torch.Tensor) -> torch.Tensor | None:
+        """The input of the weight the adapter trains in `layer`, [rows, in] -> [rows, r]: what BADGE's
+        gradient on that weight is an outer product with; None when it trains no such weight there."""
+        return None
 
     def _drop_injected(self, base) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -171,6 +168,10 @@ class LoraMethod(PeftMethod):
 
     name = "lora"
     title = "LoRA"
+    has_dropout = True
+    decayed = "lora_B"
+    parameter_parts = ("lora_",)
+    rank_one_gradient = True
 
     def peft_config(self, model, lora: LoraSettings, **options):
         from peft import LoraConfig
@@ -183,6 +184,45 @@ class LoraMethod(PeftMethod):
     def ready(self, peft_model):
         return use_fast_lora(peft_model)
 
+    def owns(self, layer) -> bool:
+        return self._is_lora_layer(layer) and not self._is_dora_layer(layer)
+
+    @staticmethod
+    def _is_lora_layer(layer) -> bool:
+        adapters = getattr(layer, "lora_A", None)
+        return isinstance(adapters, torch.nn.ModuleDict) and len(adapters) > 0
+
+    @staticmethod
+    def _is_dora_layer(layer) -> bool:
+        return any(getattr(layer, "use_dora", {}).values())
+
+    def dropout_modules(self, model) -> list[torch.nn.Module]:
+        """Each lora_dropout module with p > 0. A layer with a LoRA variant (DoRA) drops its
+        inputs only while the layer itself is training (PEFT's DoraLinearVariant.forward), so
+        for it the layer is switched, its dropout with it."""
+        modules = []
+        for module in model.modules():
+            dropouts = getattr(module, "lora_dropout", None)
+            if not isinstance(dropouts, torch.nn.ModuleDict):
+                continue
+            for adapter, dropout in dropouts.items():
+                if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
+                    modules.append(module if adapter in getattr(module, "lora_variant", {}) else dropout)
+        return modules
+
+    def mergeable_layers(self, model) -> list[torch.nn.Module]:
+        """Every LoRA layer PEFT can merge: W + s B A (DoRA's rescaled one too)."""
+        return [module for module in model.modules()
+                if hasattr(module, "base_layer") and hasattr(module, "merge") and getattr(module, "lora_A", None)]
+
+    def trained_input(self, layer, x: torch.Tensor) -> torch.Tensor | None:
+        """scaling * A x: LoRA's B is the trained weight, and A and the scaling feed it."""
+        if not self._is_lora_layer(layer):
+            return None
+        name = layer.active_adapters[0]
+        lora_a = layer.lora_A[name].weight
+        return layer.scaling[name] * (x.to(lora_a.dtype) @ lora_a.T)
+
 
 class DoraMethod(LoraMethod):
     """DoRA (Liu et al. 2024): LoRA's low-rank direction plus a learned magnitude per output; PEFT's forward.
@@ -194,12 +234,21 @@ class DoraMethod(LoraMethod):
 
     name = "dora"
     title = "DoRA"
+    rank_one_gradient = False
 
     def peft_config(self, model, lora: LoraSettings, **options):
         return super().peft_config(model, lora, use_dora=True, **options)
 
     def ready(self, peft_model):
         return peft_model
+
+    def owns(self, layer) -> bool:
+        return self._is_lora_layer(layer) and self._is_dora_layer(layer)
+
+    def trained_input(self, layer, x: torch.Tensor) -> torch.Tensor | None:
+        if self._is_lora_layer(layer):
+            raise StarError("badge: DoRA's gradient on B is not a rank-one outer product; use --peft lora or full")
+        return None
 
 
 class Ia3Method(PeftMethod):
@@ -214,9 +263,11 @@ class Ia3Method(PeftMethod):
 
     name = "ia3"
     title = "(IA)³"
-    has_dropout = False
-    decayed = None
     parameter_parts = ("ia3_",)
+    # It rescales activations instead of adding a low-rank update, and learns nothing at
+    # LoRA's rates: the preset's training runs at this rate (the command line and config
+    # file still win). Measured on SmolLM2-135M/sst2 only (docs/method.md 3.5).
+    default_learning_rate = 3e-2
 
     def ready(self, peft_model):
         """IA3 layers lack the `cast_input_dtype_enabled` flag that training's bf16 autocast
@@ -228,6 +279,10 @@ class Ia3Method(PeftMethod):
             if isinstance(module, BaseTunerLayer) and not hasattr(module, "cast_input_dtype_enabled"):
                 module.cast_input_dtype_enabled = True
         return peft_model
+
+    def owns(self, layer) -> bool:
+        vectors = getattr(layer, "ia3_l", None)
+        return isinstance(vectors, torch.nn.ParameterDict) and len(vectors) > 0
 
     def peft_config(self, model, lora: LoraSettings):
         from peft import IA3Config
@@ -256,6 +311,17 @@ class Ia3Method(PeftMethod):
         return TARGETS[model_type], feedforward
 
 
+def full_copy(base_model):
+    """A trainable fp32 copy of the frozen base, for full-parameter fine-tuning.
+
+    The base stays untouched (every round starts from it); fp32 master weights keep
+    AdamW's small updates from vanishing in bf16 rounding.
+    """
+    model = copy.deepcopy(base_model).float()
+    model.requires_grad_(True)
+    return model
+
+
 class FullFineTuning:
     """Every weight trained, on an fp32 copy of the frozen base (the paper's Figure 1 contrast).
 
@@ -268,10 +334,12 @@ class FullFineTuning:
     is_adapter = False
     has_dropout = False
     decayed = None
+    rank_one_gradient = True
+    # Every weight moves, so a far smaller step than LoRA's: the rate on the preset's
+    # schedule when the preset has no `full_train` of its own (config.py PRESETS).
+    default_learning_rate = 1e-5
 
     def attach(self, model, lora, seed: int, fast: bool = True):
-        from star_al.engine.training import full_copy
-
         torch.manual_seed(seed)
         return full_copy(model)
 
@@ -280,13 +348,6 @@ class FullFineTuning:
 
     def detach(self, model):
         return None
-
-    def train(self, model, base, tokenizer, task, examples, config, seed: int, desc: str | None, execution=None):
-        from star_al.engine.distributed import Execution
-        from star_al.engine.training import train_full
-
-        return train_full(model, base.dtype, tokenizer, task, examples, config.train, seed, desc=desc,
-                          execution=execution or Execution())
 
     def save(self, model, folder, base_id) -> bool:
         return False
@@ -315,6 +376,29 @@ def adapter_method(name: str):
     return ADAPTERS.get(name)
 
 
+def _layer_method(layer) -> PeftMethod | None:
+    """The adapter method one of whose layers `layer` is, or None."""
+    return next((method for _, method in ADAPTERS.items() if isinstance(method, PeftMethod) and method.owns(layer)),
+                None)
+
+
+def method_of(model) -> PeftMethod | None:
+    """The adapter method whose layers `model` carries (its first adapter layer's); None for a model
+    without any: the frozen base, or a fully fine-tuned copy."""
+    return next((method for method in map(_layer_method, model.modules()) if method is not None), None)
+
+
+def trained_input(layer, x: torch.Tensor) -> torch.Tensor | None:
+    """The input of the weight trained in `layer`, [rows, in] -> [rows, r or in]: the adapter's
+    (LoRA: scaling * A x, for the gradient on B), or x for a fully trained linear layer; None
+    when nothing there is trained (a frozen weight, an IA3 vector)."""
+    method = _layer_method(layer)
+    if method is not None:
+        return method.trained_input(layer, x)
+    weight = getattr(layer, "weight", None)
+    return x if weight is not None and weight.requires_grad else None
+
+
 def saved_method(folder: str | Path) -> PeftMethod:
     """The method a saved adapter was trained with, read from its adapter_config.json.
 
@@ -335,9 +419,3 @@ def saved_method(folder: str | Path) -> PeftMethod:
 def load_adapter(base, folder: str | Path):
     """A saved adapter of any method on the base, ready for inference (`star eval --adapter`)."""
     return saved_method(folder).load(base, folder)
-
-
-attach_fresh_adapter = LORA.attach
-check_target_modules = LORA.check_targets
-detach_adapter = LORA.detach  # any method's: PEFT's unload
-adapter_to_base_dtype = LORA.to_base_dtype  # any method's: every tuner layer's adapter weights

@@ -1,6 +1,6 @@
 """Stopping rules beyond a fixed budget: what tells a team to stop paying annotators.
 
-Each reads the run's history (rounds.jsonl records). Stability and uncertainty read a
+Each reads the run's history (rounds.RoundRecord, a rounds.jsonl line each). Stability and uncertainty read a
 fixed sample of the pool that the loop scores after every round (the stopping set,
 `needs_monitor`): its predictions and its mean maximum entropy.
 """
@@ -32,7 +32,7 @@ class WallTime(StoppingCriterion):
         self.minutes = minutes
 
     def should_stop(self, history):
-        spent = sum(r.get("timings", {}).get("total", 0.0) for r in history) / 60
+        spent = sum(r.timings.get("total", 0.0) for r in history) / 60
         return f"time: {spent:.1f} of {self.minutes:g} minutes spent" if spent >= self.minutes else None
 
 
@@ -47,7 +47,7 @@ class Stability(StoppingCriterion):
         self.threshold, self.window = threshold, window
 
     def should_stop(self, history):
-        kappas = [r["kappa"] for r in history if r.get("kappa") is not None]
+        kappas = [r.kappa for r in history if r.kappa is not None]
         if len(kappas) < self.window:
             return None
         mean = float(np.mean(kappas[-self.window:]))
@@ -64,7 +64,7 @@ class LowUncertainty(StoppingCriterion):
         self.threshold = threshold
 
     def should_stop(self, history):
-        value = history[-1].get("monitor_uncertainty") if history else None
+        value = history[-1].monitor_uncertainty if history else None
         return f"uncertainty: {value:.3f} < {self.threshold:g} nats" \
             if value is not None and value < self.threshold else None
 
@@ -76,7 +76,7 @@ class Plateau(StoppingCriterion):
         self.points, self.window = points, window
 
     def should_stop(self, history):
-        accuracies = [r.get("accuracy") for r in history]
+        accuracies = [r.accuracy for r in history]
         if len(accuracies) <= self.window or any(a is None for a in accuracies[-self.window - 1:]):
             return None
         gain = 100 * (accuracies[-1] - max(accuracies[:-self.window]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from star_al.rounds import RoundRecord
 from star_al.stopping.base import StoppingCriterion
 
 
@@ -11,7 +12,7 @@ class RoundsLimit(StoppingCriterion):
     def __init__(self, n_rounds: int):
         self.n_rounds = n_rounds
 
-    def should_stop(self, history: list[dict]) -> str | None:
+    def should_stop(self, history: list[RoundRecord]) -> str | None:
         if len(history) >= self.n_rounds + 1:
             return f"rounds: {self.n_rounds} query rounds done"
         return None
@@ -23,7 +24,7 @@ class LabelBudget(StoppingCriterion):
     def __init__(self, budget: int):
         self.budget = budget
 
-    def should_stop(self, history: list[dict]) -> str | None:
-        if history and history[-1]["n_labeled"] >= self.budget:
-            return f"budget: {history[-1]['n_labeled']} of {self.budget} labels spent"
+    def should_stop(self, history: list[RoundRecord]) -> str | None:
+        if history and history[-1].n_labeled >= self.budget:
+            return f"budget: {history[-1].n_labeled} of {self.budget} labels spent"
         return None

@@ -66,9 +66,10 @@ class Query:
     info: dict = field(default_factory=dict)
 
 
-# `scorer(ids, needs)`: each measure [passes, n]; with needs.embeddings also "embeddings" [n, hidden],
-# and "label_probs" [n, n_labels] on tasks with fixed answers; with needs.gradients "gradient_g" [n, hidden]
-# and "gradient_a" [n, r], the factors of the gradient embedding.
+# `scorer(ids, needs)`: each measure [passes, n]; with needs.embeddings also "embeddings" [n, hidden];
+# with needs.answer_probs "label_probs" [n, n_labels] on tasks with fixed answers; with needs.gradients
+# "gradient_g" [n, hidden] and "gradient_a" [n, r], the factors of the gradient embedding
+# (engine/scoring.py `measures` is the loop's).
 Scorer = Callable[[np.ndarray, Needs], dict[str, np.ndarray]]
 
 

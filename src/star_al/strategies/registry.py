@@ -151,3 +151,14 @@ class Recipe:
         if config.pool_subsample:
             strategy = Subsample(strategy, config.pool_subsample)
         return strategy
+
+
+def recipe_of(config) -> Recipe:
+    """The recipe a run's `strategy` names."""
+    return Recipe.parse(config.strategy)
+
+
+def b_decay_of(config) -> float:
+    """The weight decay on the adapter's B side a run trains with: STAR's strength when its recipe
+    has L2 on B, else none."""
+    return config.b_decay_strength if recipe_of(config).decays else 0.0

@@ -1,0 +1,296 @@
+"""Whole runs from Python: a config from its sources, the data and model it names, and the curve.
+
+`star run`, `star resume` and `star sweep` are these functions behind argument parsing:
+
+    config = star_al.configure(task="sst2", strategy="me+star", preset="smoke")
+    rounds = star_al.run(config, out="runs/sst2-star")
+
+A config is resolved from, later winning: the preset, the task file's `training:`, a YAML
+config file, then the keyword settings. The run directory keeps everything (runs resume
+where they stopped: `run(config, out=...)` again, or `resume(out)`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from star_al.al.loop import ActiveLearningRun
+from star_al.al.run_config import resolve_config
+from star_al.al.run_dir import RunDir
+from star_al.al.streams import choose_pool
+from star_al.config import RunConfig, load_config_file
+from star_al.data.catalog import load_task
+from star_al.data.tasks import default_data_root, load_examples, resolve_data_dir
+from star_al.engine.distributed import Execution, Processes
+from star_al.errors import StarError
+from star_al.labeling.batch_files import read_answers
+from star_al.labeling.ledger import LabelLedger
+from star_al.labeling.people import HumanOracle, check_answers
+from star_al.labeling.tool import AnswerRow
+from star_al.labeling.tools import labelling_tool, labelling_tools_for
+from star_al.log import configure as configure_log, eta, log
+from star_al.models.backbones import Backbone, default_cache_root, load_backbone, prepare, resolve_model_dir
+from star_al.models.hardware import Placement, choose_placement
+from star_al.rounds import RoundRecord
+
+
+def configure(task: str | None = None, strategy: str | None = None, preset: str | None = None,
+              seed: int | None = None, config_file: str | Path | None = None, budget: int | None = None,
+              data_root: str | None = None, data: str | None = None, **settings) -> RunConfig:
+    """A checked RunConfig: preset, task file's training, `config_file` (YAML), then `settings`.
+
+    `settings` take RunConfig's field names (`n_rounds=3`, `lora={"rank": 8}`,
+    `train={"epochs": 1}`); `budget` sets the rounds from the warm start and query size.
+    The data folder is resolved now and kept in the config (`data` wins over `data_root`).
+    """
+    file_values = load_config_file(str(config_file)) if config_file else {}
+    file_values.pop("out", None)
+    named = {}
+    for key, given in (("task", task), ("strategy", strategy), ("seed", seed), ("preset", preset)):
+        from_file = file_values.pop(key, None)
+        named[key] = given if given is not None else from_file
+    for key in ("task", "strategy"):
+        if named[key] is None:
+            raise StarError(f"no {key}: give --{key} or `{key}:` in the --config file")
+    overrides = {"lora": dict(settings.pop("lora", None) or {}), "train": dict(settings.pop("train", None) or {}),
+                 **settings}
+    config = resolve_config(named["task"], named["strategy"], named["preset"] or "cpu",
+                            0 if named["seed"] is None else named["seed"], file_values, overrides)
+    if budget is not None:
+        extra = budget - config.warm_start
+        if extra < 0 or extra % config.query_size:
+            raise StarError(f"--budget {budget} must be the warm start {config.warm_start} "
+                            f"plus a multiple of the query size {config.query_size}")
+        config = replace(config, n_rounds=extra // config.query_size)
+    data_dir = resolve_data_dir(load_task(config.task), data_root or _default_root(), data)
+    return replace(config, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
+
+
+def configure_task(task, strategy: str, preset: str = "cpu", seed: int = 0, **settings) -> RunConfig:
+    """A checked RunConfig for a Task object (one built in Python has no file to be named by)."""
+    config = resolve_config(task, strategy, preset, seed, {}, {"lora": dict(settings.pop("lora", None) or {}),
+                                                              "train": dict(settings.pop("train", None) or {}),
+                                                              **settings})
+    return config
+
+
+def config_file_out(config_file: str | Path | None) -> str | None:
+    """The run directory a --config file names (its `out:` key), if any."""
+    if not config_file:
+        return None
+    out = load_config_file(str(config_file)).get("out")
+    return None if out is None else str(out)
+
+
+def _default_root() -> str | None:
+    root = default_data_root()
+    return str(root) if root is not None else None
+
+
+def run_data(config: RunConfig, data_root: str | None = None, data: str | None = None):
+    """A run's task, pool and test set.
+
+    `data` given now wins (the run's data may have moved); the run's fingerprint check
+    refuses it if its content is not what the run started with.
+    """
+    task = load_task(config.task)
+    data_dir = data or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None)
+    root = data_root or _default_root()
+    pool = load_examples(task, "train", data_root=root, data_dir=data_dir, require_answer=config.labels == "gold")
+    test = load_examples(task, "test", data_root=root, data_dir=data_dir) if config.evaluate else []
+    return task, pool, test[:config.test_limit] if config.test_limit else test
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where and how runs execute; none of it changes what a run selects (to float rounding)."""
+
+    device: str | None = None
+    dtype: str | None = None
+    cache_dir: str | None = None
+    quantization: str | None = None      # "4bit" or "8bit": the frozen base through bitsandbytes (CUDA)
+    gradient_checkpointing: bool = False
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else default_cache_root()
+
+
+def launch(device: str | None = None) -> Processes:
+    """The launch this process runs in (accelerate launch, torchrun, or alone).
+
+    The main process speaks for all: the others keep to warnings, without progress bars.
+    """
+    processes = Processes.from_environment(os.environ, device)
+    if not processes.is_main:
+        configure_log(-1)
+    return processes
+
+
+def load_model(model, machine: Machine = Machine(), processes: Processes | None = None,
+               tokenizer=None, name: str | None = None) -> Backbone:
+    """A frozen backbone from an embedded name, a .gguf file, a model directory, a hub id, or an
+    already loaded transformers model (give its `tokenizer`); a Backbone is passed through."""
+    if isinstance(model, Backbone):
+        return model
+    if not isinstance(model, (str, Path)):
+        if tokenizer is None:
+            raise StarError("a loaded model needs its tokenizer: load_model(model, tokenizer=...)")
+        parameter = next(model.parameters())
+        placement = Placement(str(parameter.device), parameter.dtype, "the model as given")
+        label = name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+        return prepare(str(label), "memory", model, tokenizer, placement)
+    processes = processes or launch(machine.device)
+    # One decision for every process (bf16 speed is measured), each on its own GPU.
+    placement = processes.on_main(choose_placement, machine.device, machine.dtype)
+    if processes.device is not None:
+        placement = replace(placement, device=processes.device)
+    processes.on_main(resolve_model_dir, str(model), machine.cache_root)  # de-quantized by main alone
+    backbone = load_backbone(str(model), placement, Path(machine.cache_dir) if machine.cache_dir else None,
+                             machine.quantization)
+    log.info(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
+             f"({placement.reason})")
+    return backbone
+
+
+def default_run_dir(root: str | Path, config: RunConfig) -> Path:
+    """runs/TASK/STRATEGY[-METHOD]/seed-N[-train-M]: where `star run` and `star sweep` put a run."""
+    task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
+    strategy = config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
+    train = "" if config.train_seed is None else f"-train-{config.train_seed}"
+    return Path(root) / task / strategy / f"seed-{config.seed}{train}"
+
+
+def run(config: RunConfig, out: str | Path | None = None, *, model=None, machine: Machine = Machine(),
+        data_root: str | None = None, data: str | None = None, label_studio: str | None = None,
+        partial: bool = False, report_to: str | None = None, processes: Processes | None = None) -> list[RoundRecord]:
+    """Run (or continue) one active-learning curve in `out` and return its rounds.
+
+    `model` may be a Backbone already loaded (a sweep keeps one for all its runs); by
+    default the config's model is loaded. People-labelled runs (`labels="human"`) stop
+    with AwaitingLabels when a batch is out; `label_studio` also pushes it there.
+    """
+    rounds, _ = _run(config, out, model=model, machine=machine, data_root=data_root, data=data,
+                     label_studio=label_studio, partial=partial, report_to=report_to, processes=processes)
+    return rounds
+
+
+def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=None, label_studio=None,
+         partial=False, report_to=None, processes=None) -> tuple[list[RoundRecord], Backbone]:
+    run_dir = RunDir(out if out is not None else default_run_dir("runs", config))
+    task, pool, test = run_data(config, data_root, data)
+    choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
+    processes = processes or launch(machine.device)
+    tracker = None
+    if report_to:
+        import torch
+
+        from star_al.trackers import Tracker
+
+        tracker = Tracker(report_to, on_cpu=machine.device == "cpu" or not torch.cuda.is_available())
+    backbone = model if isinstance(model, Backbone) else load_model(model or config.model, machine, processes)
+    oracle = None
+    if config.labels == "human":
+        oracle = HumanOracle(run_dir.path, task, labelling_tools_for(run_dir.path, label_studio))
+    execution = Execution(processes, machine.gradient_checkpointing)
+    log.info(f"run directory: {run_dir.path}")
+    active = ActiveLearningRun(config, task, pool, test, backbone, run_dir, oracle=oracle,
+                               cache_root=machine.cache_root, partial=partial, execution=execution, tracker=tracker)
+    return active.run(), backbone
+
+
+def resume(out: str | Path, *, model=None, machine: Machine = Machine(), data_root: str | None = None,
+           data: str | None = None, partial: bool = False, report_to: str | None = None,
+           processes: Processes | None = None) -> list[RoundRecord]:
+    """Continue a killed or waiting run from its directory alone (its config says the rest)."""
+    config = RunDir(out).read_config()
+    if isinstance(model, (str, Path)) and str(model) != config.model:
+        raise StarError(f"{out} was run with --model {config.model}, not {model}")
+    return run(config, out, model=None if isinstance(model, (str, Path)) else model, machine=machine,
+               data_root=data_root, data=data, partial=partial, report_to=report_to, processes=processes)
+
+
+def sweep(configs: list[RunConfig], out: str | Path, *, machine: Machine = Machine(), data_root: str | None = None,
+          report_to: str | None = None, processes: Processes | None = None) -> list[Path]:
+    """Every config's run under `out` (seed-major as given), skipping finished ones and continuing
+    unfinished ones; the model is loaded once for all. Returns the run directories."""
+    run_dirs = [default_run_dir(out, config) for config in configs]
+    processes = processes or launch(machine.device)
+    backbone, spent, ran = None, 0.0, 0
+    for number, (config, run_dir) in enumerate(zip(configs, run_dirs), 1):
+        label = f"[{number}/{len(configs)}] {config.task} {config.strategy} seed {config.seed}"
+        if RunDir(run_dir).is_finished():
+            log.info(f"{label}: finished, skipped")
+            continue
+        log.info(f"{label}: {run_dir}")
+        started = time.perf_counter()
+        if backbone is not None and backbone.name != config.model:
+            backbone = None
+        rounds, backbone = _run(config, run_dir, model=backbone, machine=machine, data_root=data_root,
+                                report_to=report_to, processes=processes)
+        spent, ran = spent + time.perf_counter() - started, ran + 1
+        left = len([d for d in run_dirs[number:] if not RunDir(d).is_finished()])
+        estimate = f"; about {eta(left * spent / ran)} for the {left} runs left" if left else ""
+        log.info(f"{label}: done, {len(rounds)} points{estimate}")
+    return run_dirs
+
+
+def import_labels(out: str | Path, rows, source: str, task=None) -> tuple[int, int]:
+    """Add people's answers for the batch the run at `out` waits on, into its label ledger.
+
+    `rows` are (where, id, answer) rows: a labels file read by `read_answers`, a tool's
+    pull, or Learner.teach's. The whole set is checked first (unknown ids, ids of another
+    batch, duplicates, empty answers, answers outside the task's labels, numbers that do
+    not parse, each named by row) and nothing is kept from a refused set. Returns
+    (labels imported, labels of the batch still missing).
+    """
+    run_dir = RunDir(out)
+    with run_dir.locked():
+        config = run_dir.read_config()
+        pending = run_dir.read_pending()
+        if pending is None:
+            raise StarError(f"{run_dir.path}: no batch is waiting for labels (star status {run_dir.path})")
+        ledger = LabelLedger(run_dir.labels_path)
+        labeled = set(ledger.labels())
+        labels = check_answers(task or load_task(config.task), rows, set(pending["ids"]), labeled)
+        ledger.append(labels, pending["round"], source)
+    done = labeled | {label.id for label in labels}
+    return len(labels), len([i for i in pending["ids"] if i not in done])
+
+
+def labels_from(out: str | Path, file: str | Path | None = None, tool: str | None = None) -> list[AnswerRow]:
+    """The answer rows of a labels file, or pulled from one of the run's labelling tools."""
+    if (file is None) == (tool is None):
+        raise StarError("label: give a labels FILE or --from TOOL (one of them)")
+    if file is not None:
+        return read_answers(Path(file))
+    found = labelling_tool(Path(out), tool)
+    if found is None:
+        raise StarError(f"{out} has no {tool} labelling tool (start the run with --label-studio URL)")
+    return found.pull()
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands: its config, finished rounds, labels in, and the batch waiting (if any)."""
+
+    config: RunConfig
+    rounds: list[RoundRecord]
+    n_labels: int
+    waiting_round: int | None
+    waiting_ids: list[int]
+    waiting_labeled: int
+    finished: bool
+
+
+def status(out: str | Path) -> RunStatus:
+    run_dir = RunDir(out)
+    config = run_dir.read_config()
+    pending = run_dir.read_pending()
+    labeled = LabelLedger(run_dir.labels_path).labels()
+    ids = list(pending["ids"]) if pending is not None else []
+    return RunStatus(config, run_dir.read_rounds(), len(labeled), pending["round"] if pending is not None else None,
+                     ids, len([i for i in ids if i in labeled]), run_dir.is_finished())
