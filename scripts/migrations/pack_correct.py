@@ -1,6 +1,6 @@
 """Add each round's packed test correctness (`test_correct`) to finished runs made before the
 loop recorded it, from their predictions/ files, so that a clean checkout can bootstrap them
-over test sentences (`star report`). Usage: python scripts/pack_correct.py RUN_OR_FOLDER...
+over test sentences (`star report`). Usage: python scripts/migrations/pack_correct.py RUN_OR_FOLDER...
 
 Derived from the run's own predictions, deterministically; runs without them, or not finished,
 are left as they are.
@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from star_al.al.run_dir import write_text_atomic
-from star_al.analysis.paired import pack_correct
 from star_al.analysis.report import find_runs
+from star_al.files import write_text_atomic
+from star_al.rounds import pack_correct
 
 
 def pack(run) -> str:

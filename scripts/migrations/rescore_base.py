@@ -5,7 +5,7 @@ For run directories whose base scores were computed before a run released its ad
 shared cache entry written by one, they hold a tuned model's scores. Selections of
 strategies without base scores are unaffected, so a probe can be rerun on the fixed file.
 
-    .venv/bin/python scripts/rescore_base.py RUN_DIR [RUN_DIR ...]
+    .venv/bin/python scripts/migrations/rescore_base.py RUN_DIR [RUN_DIR ...]
 
 Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
 """
@@ -18,7 +18,8 @@ from star_al.models.hardware import choose_placement
 from star_al.al.base_scores import base_pool_scores
 from star_al.al.streams import choose_pool
 from star_al.al.run_dir import RunDir
-from star_al.data.tasks import load_examples, load_task
+from star_al.data.catalog import load_task
+from star_al.data.tasks import load_examples
 
 
 def main():
