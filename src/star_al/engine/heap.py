@@ -55,12 +55,30 @@ def resident_mb() -> float | None:
         return None
 
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+@functools.cache
+def fix_mmap_threshold(size: int = 4 << 20) -> bool:
+    """From now on serve every block above `size` by mmap, given back when freed (and stop glibc
+    raising the threshold): flat memory at the price of page faults on every large block."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, size))
+
+
 class HeapGuard:
     """Release the heap whenever resident memory has grown `slack_mb` since the last release.
 
     Trimming after every batch also keeps memory flat, but the next batch then faults
     the same pages back in (a third slower on a tiny model); trimming only past a
-    margin costs nothing measurable and bounds the growth to the margin.
+    margin costs nothing measurable and bounds the growth to the margin. Where a trim
+    gives nothing back (the heap's free space lies between live blocks), large blocks
+    are mmapped from then on (fix_mmap_threshold): slower, but flat.
     """
 
     def __init__(self, slack_mb: float = 256.0):
@@ -73,4 +91,7 @@ class HeapGuard:
             release_freed_memory()
         elif self.floor is None or now > self.floor + self.slack_mb:
             release_freed_memory()
-            self.floor = resident_mb()
+            after = resident_mb()
+            if self.floor is not None and after is not None and after > self.floor + self.slack_mb:
+                fix_mmap_threshold()  # the trim gave nothing back: the free space is scattered among live blocks
+            self.floor = after
