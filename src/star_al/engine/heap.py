@@ -26,23 +26,22 @@ import platform
 
 
 @functools.cache
-def _malloc_trim():
+def _glibc(function: str):
+    """A function of glibc's malloc (malloc_trim, mallopt), or None off glibc."""
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
     except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
 
 
 def release_freed_memory() -> bool:
     """Return the heap's free pages to the OS; True where that is possible (glibc)."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
-    trim(0)
+    trim(ctypes.c_size_t(0))
     return True
 
 
@@ -62,13 +61,8 @@ M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 def fix_mmap_threshold(size: int = 4 << 20) -> bool:
     """From now on serve every block above `size` by mmap, given back when freed (and stop glibc
     raising the threshold): flat memory at the price of page faults on every large block."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, size))
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, size))
 
 
 class HeapGuard:
