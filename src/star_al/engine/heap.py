@@ -12,6 +12,9 @@ model); trimming only once memory has grown a margin past the last trim keeps bo
 (`star bench --pool-memory 10000`: peak 0.9 GB instead of 3.9 GB, same time). Fixing
 the threshold instead (`mallopt(M_MMAP_THRESHOLD)`) kept memory flat too but made the
 pass about 50% slower: every large block then pays its page faults.
+Not settled: run inside a full pytest process of a fresh-clone CI run, a guarded 4k pass
+still grew 1.5 GB (twice), where 16 passes elsewhere grew 0.3 GB; the guard's fallback
+below (mmapped large blocks once a trim gives nothing back) came after that.
 
 Elsewhere (macOS, musl, Windows) there is no malloc_trim and this does nothing.
 """
