@@ -16,12 +16,9 @@ import subprocess
 import sys
 import time
 
+from star_al.engine.heap import resident_mb
+
 VOCAB = 49152  # SmolLM2's: one fp32 row of logits is 192 KB
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
 def sentences(data_root: str) -> list[str]:
@@ -75,13 +72,13 @@ def measure_pass(n: int, data_root: str, release: bool = True, vocab: int = VOCA
     texts = sentences(data_root)
     model, tokenizer = tiny_model(texts, vocab)
     pool = pool_of(task, texts, n)
-    before = _rss_mb()
+    before = resident_mb()
     started = time.perf_counter()
     scoring.score_examples(model, tokenizer, task, pool, scoring.ScoringOptions(batch_size=32))
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"examples": n, "release": release, "rss_before_mb": before, "rss_peak_mb": peak,
-            "rss_after_mb": _rss_mb(), "growth_kb_per_example": 1024 * (peak - before) / n, "seconds": seconds}
+            "rss_after_mb": resident_mb(), "growth_kb_per_example": 1024 * (peak - before) / n, "seconds": seconds}
 
 
 def measure_in_child(n: int, data_root: str, release: bool, vocab: int = VOCAB) -> dict:

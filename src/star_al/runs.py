@@ -55,10 +55,8 @@ def configure(task: str | None = None, strategy: str | None = None, preset: str 
     for key in ("task", "strategy"):
         if named[key] is None:
             raise StarError(f"no {key}: give --{key} or `{key}:` in the --config file")
-    overrides = {"lora": dict(settings.pop("lora", None) or {}), "train": dict(settings.pop("train", None) or {}),
-                 **settings}
     config = resolve_config(named["task"], named["strategy"], named["preset"] or "cpu",
-                            0 if named["seed"] is None else named["seed"], file_values, overrides)
+                            0 if named["seed"] is None else named["seed"], file_values, _overrides(settings))
     if budget is not None:
         extra = budget - config.warm_start
         if extra < 0 or extra % config.query_size:
@@ -71,10 +69,12 @@ def configure(task: str | None = None, strategy: str | None = None, preset: str 
 
 def configure_task(task, strategy: str, preset: str = "cpu", seed: int = 0, **settings) -> RunConfig:
     """A checked RunConfig for a Task object (one built in Python has no file to be named by)."""
-    config = resolve_config(task, strategy, preset, seed, {}, {"lora": dict(settings.pop("lora", None) or {}),
-                                                              "train": dict(settings.pop("train", None) or {}),
-                                                              **settings})
-    return config
+    return resolve_config(task, strategy, preset, seed, {}, _overrides(settings))
+
+
+def _overrides(settings: dict) -> dict:
+    """Keyword settings as resolve_config's overrides (the lora and train groups always present)."""
+    return {**settings, "lora": dict(settings.get("lora") or {}), "train": dict(settings.get("train") or {})}
 
 
 def config_file_out(config_file: str | Path | None) -> str | None:
