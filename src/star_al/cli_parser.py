@@ -33,7 +33,8 @@ def _add_task_options(parser):
 def _add_data_options(parser):
     parser.add_argument("--data-root", default=None,
                         help="folder holding the built-in tasks' data (default: $STAR_DATA_ROOT, else ../shared/data)")
-    parser.add_argument("--data", default=None, help="folder with this task's train/test JSONL")
+    parser.add_argument("--data", default=None,
+                        help="folder with this task's train/test files (JSONL, CSV, Parquet, saved datasets)")
 
 
 def _add_device_options(parser):

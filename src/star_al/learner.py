@@ -15,12 +15,14 @@ with `star resume`) ends where an uninterrupted one would.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from star_al.al.loop import ActiveLearningRun
 from star_al.al.run_dir import RunDir
 from star_al.data.catalog import load_task
-from star_al.data.tasks import Example, Task, read_jsonl, task_from_config
+from star_al.data.records import dataset_records, read_records
+from star_al.data.tasks import Example, Task, task_from_config
 from star_al.engine.evaluation import evaluate
 from star_al.errors import StarError
 from star_al.labeling.oracle import Batch, Label, Oracle
@@ -55,12 +57,15 @@ def as_task(task) -> Task:
 
 
 def examples_of(task: Task, data, what: str, require_answer: bool) -> list[Example]:
-    """Examples from a list of dicts (or of Examples), a `datasets.Dataset`, or a JSONL file."""
+    """Examples from a list of dicts (or of Examples), a `datasets.Dataset`, or a data file: JSONL,
+    CSV, Parquet (by its suffix) or a folder a `datasets` dataset was saved to."""
     if isinstance(data, (str, Path)):
         path = Path(data)
-        if not path.is_file():
+        if not path.exists():
             raise StarError(f"{what} file {path} not found")
-        return task.build_examples(read_jsonl(path), require_answer)
+        return task.build_examples(read_records(path), require_answer)
+    if "datasets" in sys.modules and isinstance(data, sys.modules["datasets"].Dataset):
+        return task.build_examples(dataset_records(data, what), require_answer)
     rows = list(data)
     if rows and all(isinstance(row, Example) for row in rows):
         return rows

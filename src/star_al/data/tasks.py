@@ -15,10 +15,13 @@ import string
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import yaml
 
+from star_al.data.records import FORMAT_SUFFIX, FORMATS, locate, read_records
+from star_al.data.records import read_jsonl  # noqa: F401 (labeling imports it from here)
+from star_al.data.records import one_line as _one_line
 from star_al.errors import StarError
 
 ANSWER_TYPES = ("number", "label", "text")
@@ -29,7 +32,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 _TASK_KEYS = (
     "name", "data", "splits", "prompt", "answer", "answer_pattern", "answer_type", "labels",
-    "target", "normalize", "stop_pattern", "max_new_tokens", "hf", "training",
+    "target", "normalize", "stop_pattern", "max_new_tokens", "hf", "training", "format",
 )
 _REQUIRED_KEYS = ("name", "prompt", "answer", "answer_type")
 _RULE_KEYS = ("field", "from", "pattern", "replace")
@@ -89,6 +92,7 @@ class Task:
     answer_pattern: str | None = None
     normalize: tuple[NormalizeRule, ...] = ()
     data: str | None = None
+    format: str | None = None  # of the split files: jsonl, csv, parquet, datasets; None: by each file's name
     splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLITS), hash=False)
     hf: dict[str, Any] | None = field(default=None, hash=False)
     stop_pattern: str | None = None
@@ -121,13 +125,18 @@ class Task:
         return Example(example.id, example.prompt, target, answer)
 
     def load(self, split: str, data_dir: Path, require_answer: bool = True) -> list[Example]:
-        """Examples of one split from ``data_dir``; ids count examples, errors cite file lines."""
+        """Examples of one split from ``data_dir``; ids count examples, errors cite file rows.
+
+        The split file is read in the task's ``format``, else the one its name says; a split
+        named train.jsonl is also found as train.csv, train.parquet or a saved dataset train/.
+        """
         if split not in self.splits:
             raise StarError(f"task {self.name} has no split '{split}' (splits: {', '.join(self.splits)})")
-        path = Path(data_dir) / self.splits[split]
-        if not path.is_file():
-            raise StarError(f"task {self.name}: split file {path} not found")
-        return self.build_examples(read_jsonl(path), require_answer)
+        named = Path(data_dir) / self.splits[split]
+        path = locate(named, self.format)
+        if path is None:
+            raise StarError(f"task {self.name}: split file {named} not found")
+        return self.build_examples(read_records(path, self.format), require_answer)
 
     def build_examples(self, located_records: Iterable[tuple[str, dict]],
                        require_answer: bool = True) -> list[Example]:
@@ -274,29 +283,6 @@ def _template_fields(template: str) -> set[str]:
     return {re.match(r"[^.\[]*", name).group() for name in names}
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yield ("path:LINE", record) per non-blank line; line numbers count blank lines too."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise StarError(f"{path}: cannot read ({_one_line(error)})") from None
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise StarError(f"{where}: malformed JSON ({error})") from None
-        if not isinstance(record, dict):
-            raise StarError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        yield where, record
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 # --- reading task files ---------------------------------------------------------------------
 
 
@@ -352,6 +338,11 @@ def task_from_config(config: Any, source: Path, builtin: bool = False) -> Task:
         raise fail(f"key 'target' of a label task may only use {{gold}}, it names {sorted(target_fields - {'gold'})}")
     normalize = _rules(config.get("normalize"), fail)
     hf = _hf(config.get("hf"), fail)
+    data_format = _string(config, "format", fail)
+    if data_format is not None and data_format not in FORMATS:
+        raise fail(f"key 'format' is '{data_format}', expected one of {', '.join(FORMATS)}")
+    default_splits = ({split: Path(name).stem + FORMAT_SUFFIX[data_format] for split, name in DEFAULT_SPLITS.items()}
+                      if data_format else DEFAULT_SPLITS)
     if not builtin and text["data"] is None and hf is None:
         raise fail("missing required key 'data' (the folder holding the split files), or give 'hf'")
     if hf is not None and hf["fields"]:
@@ -372,7 +363,8 @@ def task_from_config(config: Any, source: Path, builtin: bool = False) -> Task:
         answer_pattern=text["answer_pattern"],
         normalize=normalize,
         data=text["data"],
-        splits=_string_map(config.get("splits", DEFAULT_SPLITS), "splits", fail),
+        format=data_format,
+        splits=_string_map(config.get("splits", default_splits), "splits", fail),
         hf=hf,
         stop_pattern=text["stop_pattern"],
         max_new_tokens=_max_new_tokens(config.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), fail),
