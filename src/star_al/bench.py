@@ -10,6 +10,12 @@ FLOPs per token = 2 x the non-embedding parameters (+ attention), plus the outpu
 only where logits are computed, plus 2 x the LoRA weights; a training token counts twice
 its base forward FLOPs and three times its LoRA ones. The `*_base_only` fractions leave
 the LoRA FLOPs out (for a 7B base they are about 3%; for SmolLM2 at r 64 about 18%).
+
+The bench is time-boxed: each stage repeats its side-by-side turns only while its share of
+the plan's seconds lasts (at least one turn), and prints its figures with the time since
+the start as soon as they are measured, so an interrupted bench still says something. On
+a CPU where bf16 is emulated (AVX2 only: about 1 GFLOP/s) the bf16 peak comes from small
+matmuls and no large bf16 matmul runs. `--quick` measures the headline figures only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import gc
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,23 +101,26 @@ def adapter_weight_count(peft_model) -> int:
     return sum(p.numel() for name, p in peft_model.named_parameters() if LORA.is_adapter_parameter(name))
 
 
-def _timed(fn, warmup: bool = True, device: str = "cpu", repeats: int = 1):
+def _timed(fn, warmup: bool = True, device: str = "cpu", repeats: int = 1, seconds: float | None = None):
     """Best wall time of `repeats` calls (after one warm-up call unless told otherwise), and a result."""
-    (best,), (result,) = _taking_turns([fn], repeats, device, warmup)
+    (best,), (result,) = _taking_turns([fn], repeats, device, warmup, seconds)
     return best, result
 
 
-def _taking_turns(fns, rounds: int, device: str = "cpu", warmup: bool = True):
-    """Best wall time of each of `fns` over `rounds` rounds in which they take turns, and
-    each one's last result.
+def _taking_turns(fns, rounds: int, device: str = "cpu", warmup: bool = True, seconds: float | None = None):
+    """Best wall time of each of `fns` over up to `rounds` rounds in which they take turns,
+    and each one's last result; no new round starts once `seconds` have passed (one always runs).
 
     The best of several is the figure least disturbed by whatever else the machine does,
     and taking turns puts both sides of a ratio under the same conditions: on a shared
     machine the speed drifts by 20% within a minute.
     """
+    started = time.perf_counter()
     results = [fn() for fn in fns] if warmup else [None] * len(fns)
     best = [float("inf")] * len(fns)
-    for _ in range(rounds):
+    for turn in range(rounds):
+        if turn and seconds is not None and time.perf_counter() - started >= seconds:
+            break
         for index, fn in enumerate(fns):
             _sync(device)
             start = time.perf_counter()
@@ -119,6 +128,57 @@ def _taking_turns(fns, rounds: int, device: str = "cpu", warmup: bool = True):
             _sync(device)
             best[index] = min(best[index], time.perf_counter() - start)
     return best, results
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What the bench measures and how long each stage may repeat its turns.
+
+    `stage_seconds` is each stage's share: a stage stops starting new turns once it is
+    spent, so the whole bench takes about their sum plus one turn of each stage and the
+    model loading. `naive` and `adapters` False leave those stages out (the quick plan).
+    """
+
+    examples: int = 96
+    passes: int = 3
+    naive_examples: int = 24
+    train_steps: int = 3
+    train_batch: int = 8
+    gen_examples: int = 8
+    max_new_tokens: int = 64
+    repeats: int = 5
+    peak_seconds: float = 2.0
+    naive: bool = True
+    adapters: bool = True
+    stage_seconds: dict = field(default_factory=lambda: {"scoring": 60.0, "training": 45.0, "adapters": 40.0})
+
+    def seconds(self, stage: str) -> float | None:
+        return self.stage_seconds.get(stage)
+
+
+# The headline figures (peak, scoring, MC cost, our step against the plain one, generation)
+# in about a minute and a half on 2 AVX2 cores with SmolLM2-135M.
+QUICK = BenchPlan(examples=32, passes=3, naive_examples=0, train_steps=1, train_batch=8, gen_examples=4,
+                  max_new_tokens=32, repeats=3, peak_seconds=1.0, naive=False, adapters=False,
+                  stage_seconds={"scoring": 15.0, "training": 10.0})
+
+# On a slow-bf16 CPU the (unused) bf16 peak is measured on matmuls this small: one takes
+# about 30 ms at the emulated 1 GFLOP/s.
+SMALL_MATMUL = 256
+
+
+class _Clock:
+    """Seconds since the bench started, prefixed to every line it prints."""
+
+    def __init__(self, log):
+        self.started, self.log = time.perf_counter(), log
+
+    def __call__(self, stage: str, message: str) -> None:
+        self.log(f"[{time.perf_counter() - self.started:6.1f} s] {stage}: {message}")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
 
 @torch.inference_mode()
@@ -159,7 +219,8 @@ def plain_training_step_seconds(model, tokenizer, examples, steps: int, batch_si
         optimizer.step()
         optimizer.zero_grad()
 
-    seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(labels.device))
+    step()  # warm-up: one step, not `steps`
+    seconds, _ = _timed(lambda: [step() for _ in range(steps)], warmup=False, device=str(labels.device))
     LORA.detach(peft_model)
     return seconds / steps, int(full.attention_mask.sum())
 
@@ -191,26 +252,41 @@ def our_training_step_seconds(model, tokenizer, examples, steps: int, batch_size
     """Seconds per step of `our_training_step` (eager attention on CPU, as training runs it), and its tokens."""
     peft_model, step, tokens = our_training_step(model, tokenizer, examples, batch_size, method, fast)
     with training_attention(peft_model):
-        seconds, _ = _timed(lambda: [step() for _ in range(steps)], device=str(next(model.parameters()).device))
+        step()  # warm-up: one step, not `steps`
+        seconds, _ = _timed(lambda: [step() for _ in range(steps)], warmup=False,
+                            device=str(next(model.parameters()).device))
     method.detach(peft_model)
     return seconds / steps, tokens
 
 
-def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, passes: int = 3,
-              train_steps: int = 3, train_batch: int = 8, naive_examples: int = 24,
-              max_new_tokens: int = 64, peak_seconds: float = 2.0, repeats: int = 5, log=print) -> dict:
-    """Measure everything side by side; returns the flat figure dict `star bench --json` prints."""
+def measure_peaks(device: str, seconds: float, clock) -> tuple[float, float, bool]:
+    """fp32 and bf16 matmul peaks in GFLOP/s, and whether bf16 is the fast dtype here.
+
+    Whether bf16 is fast is the run's own test (hardware.cpu_bf16_is_fast) and comes
+    first: where it is slow the bf16 peak is measured on small matmuls only.
+    """
+    fp32_peak = matmul_gflops(torch.float32, seconds=seconds, device=device)
+    bf16_fast = device != "cpu" or cpu_bf16_is_fast()
+    bf16_peak = matmul_gflops(torch.bfloat16, size=2048 if bf16_fast else SMALL_MATMUL,
+                              seconds=seconds if bf16_fast else min(seconds, 0.5), device=device,
+                              windows=5 if bf16_fast else 2)
+    clock("matmul peak", f"fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s "
+                         + ("(peak dtype bfloat16)" if bf16_fast else
+                            f"on {SMALL_MATMUL}x{SMALL_MATMUL} (bf16 is slow here: peak dtype float32)"))
+    return fp32_peak, bf16_peak, bf16_fast
+
+
+def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, plan: BenchPlan = BenchPlan(),
+              log=print) -> dict:
+    """Measure everything `plan` names side by side; returns the flat figure dict `star bench --json`
+    prints. `log` gets each stage's figures as soon as they are measured."""
+    clock = _Clock(log)
     tokenizer = backbone.tokenizer
     device = backbone.placement.device
-    timed = lambda fn, warmup=True, repeats=1: _timed(fn, warmup, device, repeats)  # noqa: E731
-    fp32_peak = matmul_gflops(torch.float32, seconds=peak_seconds, device=device)
-    bf16_fast = backbone.placement.device != "cpu" or cpu_bf16_is_fast()
-    # Where bf16 is emulated (AVX2-only CPUs, ~1 GFLOP/s) a 2048 matmul takes seconds each:
-    # its (unused) peak is measured on small matmuls instead.
-    bf16_peak = matmul_gflops(torch.bfloat16, size=2048 if bf16_fast else 256, seconds=peak_seconds, device=device)
+    examples = examples[:plan.examples]
+    fp32_peak, bf16_peak, bf16_fast = measure_peaks(device, plan.peak_seconds, clock)
     peak_dtype = "bfloat16" if bf16_fast else "float32"
     peak = (bf16_peak if bf16_fast else fp32_peak) * 1e9
-    log(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (peak dtype {peak_dtype})")
     shape = model_shape(backbone.model)
     prompts = [encode_prompt(tokenizer, ex.prompt) for ex in examples]
     lengths = [len(p) for p in prompts]
@@ -226,15 +302,19 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     LORA.to_base_dtype(peft_model)
     computed_tokens = sum(lengths) - shared * (len(lengths) - 1)
     adapter_flops_per_token = 2 * adapter_weight_count(peft_model)
-    # One pass is timed as `passes` passes back to back, divided by `passes`: both sides of
-    # the MC ratio then span the same time (the best of short runs catches the machine's
-    # fast spells more often than the best of long ones).
+    clock("scoring", f"{len(examples)} examples, {plan.passes} passes and {plan.passes} MC passes a turn, "
+                     f"turns for up to {plan.seconds('scoring'):.0f} s")
+    # Warm-up on a few examples (first-call setup is not throughput), then one pass timed as
+    # `passes` passes back to back, divided by `passes`: both sides of the MC ratio then span
+    # the same time (the best of short runs catches the machine's fast spells more often
+    # than the best of long ones).
+    score_examples(peft_model, tokenizer, task, examples[:8], replace(options, passes=plan.passes))
     torch.manual_seed(0)
-    (passes_time, mc_time), (fast, _) = _taking_turns(
-        [lambda: [score_examples(peft_model, tokenizer, task, examples, options) for _ in range(passes)][-1],
-         lambda: score_examples(peft_model, tokenizer, task, examples, replace(options, passes=passes))],
-        rounds=repeats, device=device)
-    one_pass = passes_time / passes
+    (passes_time, mc_time), _ = _taking_turns(
+        [lambda: [score_examples(peft_model, tokenizer, task, examples, options) for _ in range(plan.passes)][-1],
+         lambda: score_examples(peft_model, tokenizer, task, examples, replace(options, passes=plan.passes))],
+        rounds=plan.repeats, device=device, warmup=False, seconds=plan.seconds("scoring"))
+    one_pass = passes_time / plan.passes
     figures = {
         "peak_dtype": peak_dtype, "bf16_fast": bf16_fast, "matmul_gflops_fp32": fp32_peak,
         "matmul_gflops_bf16": bf16_peak, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -246,17 +326,90 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
         "scoring_tokens_per_s": sum(lengths) / one_pass,
         "scoring_fraction_of_peak": (score_flops + adapter_flops_per_token * computed_tokens) / one_pass / peak,
         "scoring_fraction_of_peak_base_only": score_flops / one_pass / peak,
-        "mc_passes": passes, "mc_examples_per_s": len(examples) / mc_time,
+        "mc_passes": plan.passes, "mc_examples_per_s": len(examples) / mc_time,
         "mc_cost_ratio": mc_time / one_pass,
     }
-    log(f"scoring, one pass: {figures['scoring_examples_per_s']:.1f} examples/s, "
-        f"{figures['scoring_tokens_per_s']:.0f} tokens/s ({shared}-token shared prefix computed once), "
-        f"{100 * figures['scoring_fraction_of_peak']:.1f}% of peak on the computed tokens "
-        f"({100 * figures['scoring_fraction_of_peak_base_only']:.1f}% counting the base model only); "
-        f"{passes} MC passes cost {figures['mc_cost_ratio']:.2f}x one pass")
+    clock("scoring", f"one pass {figures['scoring_examples_per_s']:.1f} examples/s, "
+                     f"{figures['scoring_tokens_per_s']:.0f} tokens/s ({shared}-token shared prefix computed once), "
+                     f"{100 * figures['scoring_fraction_of_peak']:.1f}% of peak on the computed tokens "
+                     f"({100 * figures['scoring_fraction_of_peak_base_only']:.1f}% counting the base model only); "
+                     f"{plan.passes} MC passes cost {figures['mc_cost_ratio']:.2f}x one pass")
 
-    # The naive reference: on the fp32 model, with the same adapter weights, dropout off.
-    naive_set = examples[:naive_examples]
+    naive = plan.naive and plan.naive_examples > 0
+    if naive:
+        figures.update(_naive_reference(backbone, fp32_backbone, peft_model, task, examples[:plan.naive_examples],
+                                        options, plan.passes, clock))
+        figures["scoring_speedup_vs_naive"] = figures["scoring_examples_per_s"] / figures["naive_examples_per_s"]
+        figures["mc_speedup_vs_naive"] = figures["mc_examples_per_s"] / figures["naive_mc_examples_per_s"]
+        clock("naive reference", f"ours/naive {figures['scoring_speedup_vs_naive']:.1f}x "
+                                 f"(MC {figures['mc_speedup_vs_naive']:.1f}x)")
+    if fp32_backbone.model is not backbone.model or not naive:
+        LORA.detach(peft_model)
+    gc.collect()
+
+    # Training: our step against the plain fp32 loop, same examples and batch.
+    # A fresh adapter per turn: the fp32 model may be the base itself, which takes one at a time.
+    clock("training", f"our LoRA step against the plain fp32 loop, {plan.train_steps} steps of batch "
+                      f"{plan.train_batch} a turn, turns for up to {plan.seconds('training'):.0f} s")
+    turns, started = [], time.perf_counter()
+    while not turns or (len(turns) < plan.repeats and time.perf_counter() - started < plan.seconds("training")):
+        turns.append((our_training_step_seconds(backbone.model, tokenizer, examples, plan.train_steps,
+                                                plan.train_batch),
+                      plain_training_step_seconds(fp32_backbone.model, tokenizer, examples, plan.train_steps,
+                                                  plan.train_batch)))
+    (ours_step, ours_tokens), (plain_step, plain_tokens) = (min(side) for side in zip(*turns))
+    train_lengths = [len(encode_pair(tokenizer, ex.prompt, ex.target).prompt_ids) + 1
+                     for ex in examples[:plan.train_batch]]
+    train_flops = 2 * forward_flops(shape, train_lengths, 2 * plan.train_batch)
+    train_adapter_flops = 3 * adapter_flops_per_token * sum(train_lengths)
+    figures.update({
+        "training_step_s_lora": ours_step,
+        "training_tokens_per_s": ours_tokens / ours_step,
+        "plain_training_tokens_per_s": plain_tokens / plain_step,
+        "training_speedup_vs_plain": plain_step / ours_step,
+        "training_fraction_of_peak": (train_flops + train_adapter_flops) / ours_step / peak,
+        "training_fraction_of_peak_base_only": train_flops / ours_step / peak,
+    })
+    clock("training", f"LoRA (r 64, batch {plan.train_batch}) {figures['training_tokens_per_s']:.0f} tokens/s, "
+                      f"{ours_step:.2f} s a step, {100 * figures['training_fraction_of_peak']:.1f}% of peak "
+                      f"({100 * figures['training_fraction_of_peak_base_only']:.1f}% base only); plain fp32 loop "
+                      f"{figures['plain_training_tokens_per_s']:.0f} tokens/s; "
+                      f"ours/plain {figures['training_speedup_vs_plain']:.2f}x")
+
+    if plan.adapters:
+        figures.update(_adapter_steps(backbone, examples, plan, clock))
+
+    # Generation: batched greedy decoding with the KV cache and early stop.
+    from star_al.engine.scoring import generate_greedy
+
+    gen_prompts = [encode_prompt(tokenizer, ex.prompt) for ex in gen_examples[:plan.gen_examples]]
+    clock("generation", f"{len(gen_prompts)} {gen_task.name} prompts, up to {plan.max_new_tokens} new tokens")
+    generate_greedy(backbone.model, tokenizer, gen_prompts[:1], 2, 1)  # warm-up (first-call setup is not throughput)
+    gen_time, responses = _timed(lambda: generate_greedy(backbone.model, tokenizer, gen_prompts, plan.max_new_tokens,
+                                                          len(gen_prompts), gen_task.answer_complete),
+                                 warmup=False, device=device)
+    new_tokens = sum(len(r) for r in responses)
+    figures.update({"generation_examples": len(gen_prompts), "generation_new_tokens": new_tokens,
+                    "generation_tokens_per_s": new_tokens / gen_time,
+                    "device": device, "device_name": _device_name(device),
+                    "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if device.startswith("cuda"):  # one GPU's figures: a data-parallel launch of N runs about N times the tokens/s
+        figures["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        clock("gpu", f"per GPU ({figures['device_name']}): training {figures['training_tokens_per_s']:.0f} tokens/s, "
+                     f"scoring {figures['scoring_tokens_per_s']:.0f} tokens/s, peak GPU memory "
+                     f"{figures['peak_gpu_memory_mb']:.0f} MB (torch.cuda.max_memory_allocated)")
+    clock("generation", f"{figures['generation_tokens_per_s']:.0f} new tokens/s; "
+                        f"peak memory {figures['peak_memory_mb']:.0f} MB")
+    figures["bench_seconds"] = clock.elapsed
+    return figures
+
+
+def _naive_reference(backbone, fp32_backbone, peft_model, task, naive_set, options, passes: int, clock) -> dict:
+    """The naive loop on the fp32 model with the same adapter weights, dropout off, against ours."""
+    tokenizer = backbone.tokenizer
+    device = backbone.placement.device
+    clock("naive reference", f"{len(naive_set)} examples one at a time, then {min(8, len(naive_set))} "
+                             f"with {passes} passes")
     ours_subset = score_examples(peft_model, tokenizer, task, naive_set, options)
     adapter_weights = {k: v.float() for k, v in peft_model.state_dict().items() if LORA.is_adapter_parameter(k)}
     if fp32_backbone.model is backbone.model:  # an fp32 base: one adapter on it at a time
@@ -266,83 +419,42 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     assert not missing, f"adapter weights without a place in the fp32 model: {sorted(missing)[:3]}"
     fp32_peft.load_state_dict(adapter_weights, strict=False)
     fp32_peft.eval()
-    naive_time, naive = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False)
+    naive_time, naive = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set), warmup=False,
+                               device=device)
     ours_fp32 = score_examples(fp32_peft, tokenizer, task, naive_set, options)
+    mc_set = naive_set[:8]
     with mc_dropout_active(fp32_peft):
-        naive_mc_time, _ = timed(lambda: naive_scores(fp32_peft, tokenizer, task, naive_set[:8], passes),
-                                  warmup=False)
+        naive_mc_time, _ = _timed(lambda: naive_scores(fp32_peft, tokenizer, task, mc_set, passes),
+                                  warmup=False, device=device)
     LORA.detach(fp32_peft)
-    figures.update({
+    figures = {
         "naive_examples_per_s": len(naive_set) / naive_time,
-        "naive_mc_examples_per_s": 8 / naive_mc_time,
-        "scoring_speedup_vs_naive": figures["scoring_examples_per_s"] / (len(naive_set) / naive_time),
-        "mc_speedup_vs_naive": figures["mc_examples_per_s"] / (8 / naive_mc_time),
+        "naive_mc_examples_per_s": len(mc_set) / naive_mc_time,
         "naive_max_abs_diff_fp32": float(np.abs(ours_fp32.me[0] - naive[0]).max()),
         "naive_max_abs_diff_fast": float(np.abs(ours_subset.me[0] - naive[0]).max()),
-    })
-    log(f"naive reference: {figures['naive_examples_per_s']:.1f} examples/s one pass, "
-        f"{figures['naive_mc_examples_per_s']:.2f} with {passes} passes; ours/naive "
-        f"{figures['scoring_speedup_vs_naive']:.1f}x (MC {figures['mc_speedup_vs_naive']:.1f}x); "
-        f"max |ME diff| fp32 path {figures['naive_max_abs_diff_fp32']:.2e}, "
-        f"fast path {figures['naive_max_abs_diff_fast']:.2e}")
-    if fp32_backbone.model is not backbone.model:
-        LORA.detach(peft_model)
-    gc.collect()
+    }
+    clock("naive reference", f"{figures['naive_examples_per_s']:.1f} examples/s one pass, "
+                             f"{figures['naive_mc_examples_per_s']:.2f} with {passes} passes; "
+                             f"max |ME diff| fp32 path {figures['naive_max_abs_diff_fp32']:.2e}, "
+                             f"fast path {figures['naive_max_abs_diff_fast']:.2e}")
+    return figures
 
-    # Training: our step against the plain fp32 loop, same examples and batch.
-    # A fresh adapter per turn: the fp32 model may be the base itself, which takes one at a time.
-    turns = [(our_training_step_seconds(backbone.model, tokenizer, examples, train_steps, train_batch),
-              plain_training_step_seconds(fp32_backbone.model, tokenizer, examples, train_steps, train_batch))
-             for _ in range(repeats)]
-    (ours_step, ours_tokens), (plain_step, plain_tokens) = (min(side) for side in zip(*turns))
-    train_lengths = [len(encode_pair(tokenizer, ex.prompt, ex.target).prompt_ids) + 1
-                     for ex in examples[:train_batch]]
-    train_flops = 2 * forward_flops(shape, train_lengths, 2 * train_batch)
-    train_adapter_flops = 3 * adapter_flops_per_token * sum(train_lengths)
-    figures.update({
-        "training_tokens_per_s": ours_tokens / ours_step,
-        "plain_training_tokens_per_s": plain_tokens / plain_step,
-        "training_speedup_vs_plain": plain_step / ours_step,
-        "training_fraction_of_peak": (train_flops + train_adapter_flops) / ours_step / peak,
-        "training_fraction_of_peak_base_only": train_flops / ours_step / peak,
-    })
-    log(f"LoRA training (r 64, batch {train_batch}): {figures['training_tokens_per_s']:.0f} tokens/s, "
-        f"{100 * figures['training_fraction_of_peak']:.1f}% of peak "
-        f"({100 * figures['training_fraction_of_peak_base_only']:.1f}% base only); plain fp32 loop "
-        f"{figures['plain_training_tokens_per_s']:.0f} tokens/s; ours/plain {figures['training_speedup_vs_plain']:.2f}x")
 
-    # The adapter methods side by side, the same step: LoRA's fused forward (above), LoRA and
-    # DoRA on PEFT's forward, IA3 (r 64 where a rank applies).
+def _adapter_steps(backbone, examples, plan: BenchPlan, clock) -> dict:
+    """The adapter methods side by side, the same step: LoRA and DoRA on PEFT's forward, IA3
+    (r 64 where a rank applies); seconds per training step each."""
     variants = {"lora_peft": (ADAPTERS.get("lora"), False), "dora": (ADAPTERS.get("dora"), True),
                 "ia3": (ADAPTERS.get("ia3"), True)}
-    turns = [{name: our_training_step_seconds(backbone.model, tokenizer, examples, train_steps, train_batch,
-                                              method, fast)[0] for name, (method, fast) in variants.items()}
-             for _ in range(repeats)]
-    method_steps = {"lora": ours_step, **{name: min(turn[name] for turn in turns) for name in variants}}
-    figures.update({f"training_step_s_{name}": seconds for name, seconds in method_steps.items()})
-    log("adapter methods, seconds per training step: " + ", ".join(
-        f"{name} {seconds:.3f}" for name, seconds in method_steps.items()))
-
-    # Generation: batched greedy decoding with the KV cache and early stop.
-    from star_al.engine.scoring import generate_greedy
-
-    prompts = [encode_prompt(tokenizer, ex.prompt) for ex in gen_examples]
-    generate_greedy(backbone.model, tokenizer, prompts[:1], 2, 1)  # warm-up (first-call setup is not throughput)
-    gen_time, responses = timed(lambda: generate_greedy(backbone.model, tokenizer, prompts, max_new_tokens,
-                                                         len(prompts), gen_task.answer_complete), warmup=False)
-    new_tokens = sum(len(r) for r in responses)
-    figures.update({"generation_examples": len(prompts), "generation_new_tokens": new_tokens,
-                    "generation_tokens_per_s": new_tokens / gen_time,
-                    "device": device, "device_name": _device_name(device),
-                    "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    if device.startswith("cuda"):  # one GPU's figures: a data-parallel launch of N runs about N times the tokens/s
-        figures["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        log(f"per GPU ({figures['device_name']}): training {figures['training_tokens_per_s']:.0f} tokens/s, "
-            f"scoring {figures['scoring_tokens_per_s']:.0f} tokens/s, peak GPU memory "
-            f"{figures['peak_gpu_memory_mb']:.0f} MB (torch.cuda.max_memory_allocated)")
-    log(f"generation ({gen_task.name}, {len(prompts)} prompts, cap {max_new_tokens}): "
-        f"{figures['generation_tokens_per_s']:.0f} new tokens/s; peak memory {figures['peak_memory_mb']:.0f} MB")
-    return figures
+    clock("adapter methods", f"{', '.join(variants)}: turns for up to {plan.seconds('adapters'):.0f} s")
+    turns, started = [], time.perf_counter()
+    while not turns or (len(turns) < plan.repeats and time.perf_counter() - started < plan.seconds("adapters")):
+        turns.append({name: our_training_step_seconds(backbone.model, backbone.tokenizer, examples, plan.train_steps,
+                                                      plan.train_batch, method, fast)[0]
+                      for name, (method, fast) in variants.items()})
+    steps = {f"training_step_s_{name}": min(turn[name] for turn in turns) for name in variants}
+    clock("adapter methods", "seconds per training step: " + ", ".join(
+        f"{name.removeprefix('training_step_s_')} {seconds:.3f}" for name, seconds in steps.items()))
+    return steps
 
 
 def _device_name(device: str) -> str:
@@ -380,20 +492,37 @@ def bench(args, machine, log=print) -> dict:
         if not sizes or min(sizes) < 1:
             raise StarError(f"--pool-memory sizes must be at least 1, got {args.pool_memory}")
         return {"pool_memory": run_pool_memory_bench(sizes, root, log)}
-    for flag in ("examples", "passes", "train_steps", "train_batch", "repeats"):
-        if getattr(args, flag) < 1:
-            raise StarError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    plan = bench_plan(args)
     task = load_task(args.task)
-    examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:args.examples]
+    examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:plan.examples]
     gen_task = load_task("gsm8k")
-    gen_examples = load_examples(gen_task, "test", data_root=root)[:args.gen_examples]
+    gen_examples = load_examples(gen_task, "test", data_root=root)[:plan.gen_examples]
+    started = time.perf_counter()
     backbone = load_model(args.model, machine)
     fp32_placement = dc_replace(choose_placement(args.device, "float32"), reason="plain reference")
     fp32 = (backbone if backbone.placement.dtype == torch.float32
             else load_backbone(args.model, fp32_placement, machine.cache_root))
-    figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, passes=args.passes,
-                        train_steps=args.train_steps, train_batch=args.train_batch,
-                        naive_examples=args.naive_examples, max_new_tokens=args.max_new_tokens,
-                        repeats=args.repeats, log=log)
-    figures.update(model=args.model, task=task.name)
+    loading = time.perf_counter() - started
+    log(f"[{0.0:6.1f} s] model: {args.model} loaded in {loading:.1f} s"
+        + ("" if fp32 is backbone else " (with its fp32 copy for the plain reference)"))
+    figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, plan, log=log)
+    figures.update(model=args.model, task=task.name, model_load_seconds=loading)
     return figures
+
+
+def bench_plan(args) -> BenchPlan:
+    """The default plan, or the quick one with --quick; any count given on the command line wins."""
+    plan = QUICK if getattr(args, "quick", False) else BenchPlan()
+    counts = {}
+    for flag in ("examples", "passes", "naive_examples", "train_steps", "train_batch", "gen_examples",
+                 "max_new_tokens", "repeats"):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if value < (0 if flag == "naive_examples" else 1):
+            raise StarError(f"--{flag.replace('_', '-')} must be at least "
+                            f"{0 if flag == 'naive_examples' else 1}, got {value}")
+        counts[flag] = value
+    if counts.get("naive_examples"):
+        counts["naive"] = True
+    return replace(plan, **counts)

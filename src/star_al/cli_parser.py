@@ -239,15 +239,20 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     bn.add_argument("--task", default="boolq", help="pool task (default boolq)")
     bn.add_argument("--data-root", default=None)
     bn.add_argument("--data", default=None)
-    bn.add_argument("--examples", type=int, default=96, help="pool examples to score (default 96)")
-    bn.add_argument("--passes", type=int, default=3, help="MC-dropout passes (default 3)")
-    bn.add_argument("--naive-examples", type=int, default=24)
-    bn.add_argument("--train-steps", type=int, default=3)
-    bn.add_argument("--train-batch", type=int, default=8)
-    bn.add_argument("--gen-examples", type=int, default=8)
-    bn.add_argument("--max-new-tokens", type=int, default=64)
-    bn.add_argument("--repeats", type=int, default=5,
-                    help="rounds in which the fast and plain paths take turns; each figure is the best (default 5)")
+    bn.add_argument("--quick", action="store_true",
+                    help="the headline figures only (peak, scoring, MC cost, our training step against the plain "
+                         "one, generation), in about 2 minutes on 2 CPU cores; the default takes about 5")
+    bn.add_argument("--examples", type=int, default=None, help="pool examples to score (default 96; quick 32)")
+    bn.add_argument("--passes", type=int, default=None, help="MC-dropout passes (default 3)")
+    bn.add_argument("--naive-examples", type=int, default=None,
+                    help="examples for the naive reference (default 24; quick leaves it out)")
+    bn.add_argument("--train-steps", type=int, default=None, help="training steps a turn (default 3; quick 1)")
+    bn.add_argument("--train-batch", type=int, default=None, help="training batch (default 8)")
+    bn.add_argument("--gen-examples", type=int, default=None, help="generation prompts (default 8; quick 4)")
+    bn.add_argument("--max-new-tokens", type=int, default=None, help="generation cap (default 64; quick 32)")
+    bn.add_argument("--repeats", type=int, default=None,
+                    help="at most this many turns in which the fast and plain paths alternate, while the "
+                         "stage's time lasts; each figure is the best (default 5; quick 3)")
     bn.add_argument("--json", action="store_true", help="print one JSON object of all figures")
     bn.add_argument("--pool-memory", default=None, metavar="SIZES",
                     help="instead: the memory of one scoring pass over pools of these sizes (sst2 sentences, "
