@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -226,18 +227,18 @@ def cmd_probe(args) -> None:
 
 
 def cmd_label(args) -> None:
-    import shlex
-
     from star_al.runs import import_labels, labels_from
 
-    imported, left = import_labels(args.run_dir, labels_from(args.run_dir, args.file, args.tool),
-                                   "label-studio" if args.tool == "label-studio" else "person")
+    done = import_labels(args.run_dir, labels_from(args.run_dir, args.file, args.tool),
+                         "label-studio" if args.tool == "label-studio" else "person")
     from star_al.runs import status
 
     waiting = status(args.run_dir)
-    print(f"imported {imported} labels for round {waiting.waiting_round}; {left} of {len(waiting.waiting_ids)} left")
+    empty = f"; {done.empty} row(s) with an empty answer, not labelled yet" if done.empty else ""
+    print(f"imported {done.imported} labels for round {waiting.waiting_round}{empty}; "
+          f"{done.left} of {len(waiting.waiting_ids)} left")
     print(f"next: star resume {shlex.quote(str(args.run_dir))}" + (" (or --partial to train on what is there)"
-                                                                    if left else ""))
+                                                                    if done.left else ""))
 
 
 def cmd_status(args) -> None:
@@ -251,8 +252,9 @@ def cmd_status(args) -> None:
         print(f"last round: {rounds[-1].n_labeled} labeled, accuracy {100 * rounds[-1].accuracy:.2f}%")
     if state.waiting_round is not None:
         left = len(state.waiting_ids) - state.waiting_labeled
+        files = f" (files in {shlex.quote(str(Path(args.run_dir) / 'to_label'))})" if config.labels == "human" else ""
         print(f"round {state.waiting_round} batch: {state.waiting_labeled} of {len(state.waiting_ids)} labeled, "
-              f"{left} left" + (f" (files in {Path(args.run_dir) / 'to_label'})" if config.labels == "human" else ""))
+              f"{left} left" + files)
     elif state.finished:
         print("finished")
 

@@ -154,8 +154,9 @@ class Learner:
     def teach(self, labels) -> int:
         """Add answers for the waiting batch: {id: answer}, [(id, answer), ...] or [{"id":, "answer":}, ...].
 
-        Checked whole as `star label` checks a file; nothing is kept from a refused call.
-        Returns how many of the batch are still without a label.
+        Checked whole as `star label` checks a file; nothing is kept from a refused call. An
+        empty answer ("" or None) is not a label yet. Returns how many of the batch are still
+        without a label (those with an empty answer among them).
         """
         if isinstance(labels, dict):
             rows = [(f"teach[{key!r}]", key, value) for key, value in labels.items()]
@@ -168,8 +169,7 @@ class Learner:
                     rows.append((f"teach[{n}]", item[0], item[1]))
                 else:
                     raise StarError(f"teach[{n}]: give (id, answer) pairs or dicts with id and answer")
-        _, left = import_labels(self.run_dir.path, rows, LABEL_SOURCE, task=self.task)
-        return left
+        return import_labels(self.run_dir.path, rows, LABEL_SOURCE, task=self.task).left
 
     def fit(self, partial: bool = False) -> RoundRecord:
         """Train a fresh adapter on every label so far, evaluate it (with a test set), and finish the round.

@@ -13,6 +13,7 @@ where they stopped: `run(config, out=...)` again, or `resume(out)`).
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -238,27 +239,38 @@ def sweep(configs: list[RunConfig], out: str | Path, *, machine: Machine = Machi
     return run_dirs
 
 
-def import_labels(out: str | Path, rows, source: str, task=None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class LabelsImported:
+    """What `import_labels` kept: `imported` labels, `left` ids of the batch still without a label,
+    `empty` rows of the file whose answer was empty (not labelled yet; counted in `left`)."""
+
+    imported: int
+    left: int
+    empty: int
+
+
+def import_labels(out: str | Path, rows, source: str, task=None) -> LabelsImported:
     """Add people's answers for the batch the run at `out` waits on, into its label ledger.
 
     `rows` are (where, id, answer) rows: a labels file read by `read_answers`, a tool's
-    pull, or Learner.teach's. The whole set is checked first (unknown ids, ids of another
-    batch, duplicates, empty answers, answers outside the task's labels, numbers that do
-    not parse, each named by row) and nothing is kept from a refused set. Returns
-    (labels imported, labels of the batch still missing).
+    pull, or Learner.teach's. A row with an empty answer is not labelled yet: skipped and
+    counted. The rest is checked whole first (unknown ids, ids of another batch,
+    duplicates, answers outside the task's labels, numbers that do not parse, each named
+    by row) and nothing is kept from a refused set.
     """
     run_dir = RunDir(out)
     with run_dir.locked():
         config = run_dir.read_config()
         pending = run_dir.read_pending()
         if pending is None:
-            raise StarError(f"{run_dir.path}: no batch is waiting for labels (star status {run_dir.path})")
+            raise StarError(f"{run_dir.path}: no batch is waiting for labels "
+                            f"(star status {shlex.quote(str(run_dir.path))})")
         ledger = LabelLedger(run_dir.labels_path)
         labeled = set(ledger.labels())
-        labels = check_answers(task or load_task(config.task), rows, set(pending["ids"]), labeled)
+        labels, n_empty = check_answers(task or load_task(config.task), rows, set(pending["ids"]), labeled)
         ledger.append(labels, pending["round"], source)
     done = labeled | {label.id for label in labels}
-    return len(labels), len([i for i in pending["ids"] if i not in done])
+    return LabelsImported(len(labels), len([i for i in pending["ids"] if i not in done]), n_empty)
 
 
 def labels_from(out: str | Path, file: str | Path | None = None, tool: str | None = None) -> list[AnswerRow]:

@@ -17,6 +17,7 @@ oracle and the tracker happen on the main process, whose result every process ta
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from contextlib import contextmanager
@@ -284,7 +285,8 @@ class ActiveLearningRun:
         if len(ids) != size:
             problems.append(f"{len(ids)} ids where this batch has {size}")
         if problems:
-            raise StarError(f"{path}: {'; '.join(problems)}; delete it and `star resume` queries that round again")
+            raise StarError(f"{path}: {'; '.join(problems)}; delete it and "
+                            f"`star resume {shlex.quote(str(self.run_dir.path))}` queries that round again")
 
     # -- label: the ledger is the only source of answers for training ------------------------
     def _label(self, query: Query, round_index: int) -> set[int]:
@@ -323,7 +325,9 @@ class ActiveLearningRun:
         entries = self.ledger.labels()
         lacking = [i for i in ids if i not in entries]
         if lacking:
-            raise StarError(f"{self.ledger.path} has no label for ids {lacking[:5]}; label them, then resume")
+            run = shlex.quote(str(self.run_dir.path))
+            raise StarError(f"{self.ledger.path} has no label for ids {lacking[:5]}; label them "
+                            f"(star label {run} FILE), then star resume {run}")
         return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
 
     # -- measure -------------------------------------------------------------------------------

@@ -6,8 +6,14 @@ acquisition score, an empty `answer`), `round_k.labelstudio.json` (Label Studio'
 import format, the model's answer as a prediction) and `labelstudio_config.xml` (the
 labeling interface: Choices for label tasks, TextArea for number and text tasks).
 
-In: the same JSONL or CSV with `answer` filled, or Label Studio's JSON export (only
-submitted, non-cancelled annotations; the latest per task).
+The CSV is made safe to open in a spreadsheet: a text cell that starts with = + - @, a tab
+or a carriage return gets a leading `'` (OWASP's defence against CSV injection), which
+reading takes off again.
+
+In: the same JSONL or CSV with `answer` filled (as a spreadsheet saves it: UTF-8 with or
+without a byte-order mark, `,` `;` or tab separators, CRLF or LF), the same table as
+.xlsx, or Label Studio's JSON export (only submitted, non-cancelled annotations; the
+latest per task). A row whose answer is empty is not labelled yet.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from star_al.data.tasks import read_jsonl
+from star_al.data.records import read_csv, read_jsonl
 from star_al.errors import StarError
 from star_al.files import write_json_atomic, write_text_atomic
 from star_al.labeling.oracle import Batch
@@ -54,7 +61,7 @@ class BatchFiles(LabellingTool):
         batches = sorted(self.folder.glob("round_*.csv"), key=lambda path: int(path.stem.split("_")[1]))
         if not batches:
             raise StarError(f"{self.folder}: no batch has been written as files yet")
-        return [row for row in read_answers(batches[-1]) if row[2] not in (None, "")]
+        return read_answers(batches[-1])  # rows still empty are counted as not labelled yet
 
 
 # -- out -------------------------------------------------------------------------------------------
@@ -109,7 +116,8 @@ def export_batch(task, batch: Batch, folder: Path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()})
+        writer.writerow({k: neutralise_formula(json.dumps(v) if isinstance(v, (dict, list)) else v)
+                         for k, v in row.items()})
     write_text_atomic(Path(f"{stem}.csv"), buffer.getvalue())
     write_json_atomic(Path(f"{stem}.labelstudio.json"), label_studio_tasks(task, batch))
     write_text_atomic(folder / "labelstudio_config.xml", label_studio_config(task))
@@ -118,45 +126,139 @@ def export_batch(task, batch: Batch, folder: Path) -> None:
 # -- in -------------------------------------------------------------------------------------------
 
 def read_answers(path: Path) -> list[AnswerRow]:
-    """(where, id, answer) for every labeled row of a JSONL, CSV or Label Studio JSON export."""
+    """(where, id, answer) for every row of a JSONL, CSV, .xlsx or Label Studio JSON export."""
     path = Path(path)
     if not path.is_file():
         raise StarError(f"labels file {path} not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if rows and ("id" not in rows[0] or "answer" not in rows[0]):
-            raise StarError(f"{path}: a labels CSV needs the columns id and answer")
-        return [(f"{path}:{n + 2}", row.get("id"), row.get("answer")) for n, row in enumerate(rows)]
-    if path.suffix == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):  # read as pool files are: a BOM or none, `,` `;` or tab, CRLF or LF
+        return table_answers(path, read_csv(path))
+    if suffix in (".xlsx", ".xlsm"):
+        return table_answers(path, read_xlsx(path))
+    if suffix == ".jsonl":
         return [(where, row.get("id"), row.get("answer")) for where, row in read_jsonl(path)]
-    if path.suffix == ".json":
+    if suffix == ".json":
         try:
-            tasks = json.loads(text)
+            tasks = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
         except json.JSONDecodeError as error:
             raise StarError(f"{path}: not valid JSON ({error.msg})") from None
         return label_studio_answers(tasks, str(path))
-    raise StarError(f"{path}: labels come as .jsonl, .csv or a Label Studio .json export")
+    raise StarError(f"{path}: labels come as .csv, .xlsx, .jsonl or a Label Studio .json export "
+                    f"(save a spreadsheet as .xlsx or CSV UTF-8)")
+
+
+# Cells a spreadsheet would run as a formula (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(cell):
+    """Text a spreadsheet would run as a formula, with one `'` in front (also before `'`s that precede one)."""
+    if isinstance(cell, str) and cell.lstrip("'").startswith(FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def restore_formula(cell):
+    """The text `neutralise_formula` was given: the one `'` it added taken off."""
+    if isinstance(cell, str) and cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START):
+        return cell[1:]
+    return cell
+
+
+def table_answers(path: Path, located) -> list[AnswerRow]:
+    """(where, id, answer) of each row of a table (CSV, sheet), with the `'` export put before a formula off."""
+    rows = list(located)
+    columns = set().union(*(record for _, record in rows))
+    if rows and not {"id", "answer"} <= columns:
+        raise StarError(f"{path}: a labels table needs the columns id and answer (separated by , ; or a tab); "
+                        f"its columns read as {sorted(columns)[:6]}")
+    return [(where, restore_formula(record.get("id")), restore_formula(record.get("answer")))
+            for where, record in rows]
+
+
+def read_xlsx(path: Path) -> list[tuple[str, dict]]:
+    """("path row N", record) per non-empty row of the first sheet whose first row names id and answer;
+    N is the row number the spreadsheet shows, values of formulas as last computed."""
+    try:
+        from openpyxl import load_workbook
+    except ImportError:
+        raise StarError(f"{path}: reading .xlsx needs openpyxl: pip install openpyxl") from None
+    try:
+        with warnings.catch_warnings():  # openpyxl warns about styles and extensions it does not read
+            warnings.simplefilter("ignore")
+            book = load_workbook(path, data_only=True)
+    except Exception as error:  # openpyxl raises zipfile, KeyError and its own errors for a damaged file
+        raise StarError(f"{path}: not a readable .xlsx file ({type(error).__name__}: {error})") from None
+    try:
+        for sheet in book.worksheets:
+            rows = list(sheet.iter_rows(values_only=True))
+            columns = [str(name).strip() if name is not None else "" for name in (rows[0] if rows else [])]
+            if "id" not in columns or "answer" not in columns:
+                continue
+            for name in ("id", "answer"):
+                if columns.count(name) > 1:
+                    raise StarError(f"{path}: sheet {sheet.title!r} has the column {name} {columns.count(name)} times")
+            return [(f"{path} row {number}", {name: _cell_text(value) for name, value in zip(columns, values) if name})
+                    for number, values in enumerate(rows[1:], start=2)
+                    if any(value is not None and str(value).strip() for value in values)]
+    finally:
+        book.close()
+    raise StarError(f"{path}: no sheet has the columns id and answer in its first row")
+
+
+def _cell_text(value):
+    """A sheet's cell as a CSV holds it: 73.0 is "73", an empty cell None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def label_studio_answers(tasks, where: str) -> list[AnswerRow]:
-    """From Label Studio's JSON export: each task's latest submitted, non-cancelled annotation."""
+    """From Label Studio's JSON export: each task's latest submitted, non-cancelled annotation.
+
+    Its answer is the first result whose `value` holds `choices` or `text` (a list of strings).
+    """
     if not isinstance(tasks, list):
         raise StarError(f"{where}: not a Label Studio export (expected a list of tasks)")
     found = []
     for n, item in enumerate(tasks):
         if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
             raise StarError(f"{where}: task {n} has no data")
-        submitted = [a for a in item.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")
-                     and a.get("result")]
+        task_where = f"{where}: task {item.get('id', n)}"
+        annotations = item.get("annotations") or []
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            raise StarError(f"{task_where}: annotations are not a list of objects")
+        submitted = [a for a in annotations if not a.get("was_cancelled") and a.get("result")]
         if not submitted:
             continue  # not labeled yet: stays queued
-        latest = max(submitted, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-        answer = None
-        for result in latest["result"]:
-            value = result.get("value", {}) if isinstance(result, dict) else {}
-            answer = (value.get("choices") or value.get("text") or [None])[0]
-            if answer is not None:
-                break
-        found.append((f"{where}: task {item.get('id', n)}", item["data"].get("id"), answer))
+        latest = max(submitted, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+                                               a["id"] if isinstance(a.get("id"), int) else -1))
+        found.append((task_where, item["data"].get("id"), _annotation_answer(latest, task_where)))
     return found
+
+
+def _annotation_answer(annotation: dict, where: str):
+    """The answer of one annotation: the first `choices` or `text` value among its results."""
+    results = annotation["result"]
+    if not isinstance(results, list):
+        raise StarError(f"{where}: annotation {annotation.get('id')}: result is not a list")
+    for n, result in enumerate(results):
+        place = f"{where}: annotation {annotation.get('id')}, result {n}"
+        if not isinstance(result, dict):
+            raise StarError(f"{place} is {type(result).__name__}, not an object")
+        if "value" not in result:
+            continue  # a result without a value (a relation) answers nothing
+        value = result["value"]
+        if not isinstance(value, dict):
+            raise StarError(f"{place}: value is {type(value).__name__} {str(value)[:40]!r}, "
+                            f"not an object like {{\"choices\": [...]}}")
+        for key in ("choices", "text"):
+            given = value.get(key)
+            if given is None or given == []:
+                continue
+            if not isinstance(given, list) or not isinstance(given[0], str):
+                raise StarError(f"{place}: {key} is {str(given)[:40]!r}, not a list of strings")
+            return given[0]
+    return None

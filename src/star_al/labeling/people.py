@@ -34,14 +34,15 @@ class HumanOracle(Oracle):
                 tool.push(self.task, batch)
         stem = files.stem(batch.round)
         run = shlex.quote(str(self.run_path))
-        raise AwaitingLabels(f"round {batch.round}: {len(batch.examples)} examples to label in {stem}.jsonl "
-                             f"(or .csv, .labelstudio.json)\n"
+        raise AwaitingLabels(f"round {batch.round}: {len(batch.examples)} examples to label in "
+                             f"{shlex.quote(f'{stem}.jsonl')} (or .csv, .labelstudio.json)\n"
                              f"then: star label {run} FILE && star resume {run}")
 
 
-def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> list[Label]:
-    """The whole file's labels, or a StarError naming every bad row (nothing is kept then)."""
-    problems, labels, seen = [], [], {}
+def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> tuple[list[Label], int]:
+    """The whole file's labels and how many of its rows are left empty (not labelled yet), or a
+    StarError naming every bad row (nothing is kept then)."""
+    problems, labels, seen, n_empty = [], [], {}, 0
     for where, raw_id, raw_answer in rows:
         try:
             example_id = int(raw_id)
@@ -58,11 +59,12 @@ def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> list[
         elif example_id not in allowed_ids:
             problems.append(f"{where}: id {example_id} is not in the batch waiting for labels")
         elif not answer:
-            problems.append(f"{where}: id {example_id} has an empty answer")
+            n_empty += 1  # not labelled yet: stays in the batch
         elif task.answer_type == "label" and task._match_label(answer) is None:
-            problems.append(f"{where}: answer {answer!r} is not one of the labels ({', '.join(task.labels)})")
+            problems.append(f"{where}: id {example_id}: answer {answer!r} is not one of the labels "
+                            f"({', '.join(task.labels)})")
         elif task.answer_type == "number" and normalize_number(answer) is None:
-            problems.append(f"{where}: answer {answer!r} is not a number")
+            problems.append(f"{where}: id {example_id}: answer {answer!r} is not a number")
         else:
             canonical = (task._match_label(answer) if task.answer_type == "label"
                          else normalize_number(answer) if task.answer_type == "number" else answer)
@@ -72,5 +74,6 @@ def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> list[
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise StarError(f"nothing imported, {len(problems)} bad row(s): {shown}")
     if not labels:
-        raise StarError("nothing imported: the file has no labeled rows")
-    return labels
+        raise StarError("nothing imported: the file has no labeled rows"
+                        + (f" ({n_empty} with an empty answer)" if n_empty else ""))
+    return labels, n_empty
