@@ -31,7 +31,7 @@ import torch
 
 from star_al.data.batching import encode_pair, encode_prompt, length_buckets
 from star_al.errors import StarError
-from star_al.models.hardware import cpu_bf16_is_fast
+from star_al.models.hardware import cpu_bf16_is_fast, device_name
 from star_al.config import LoraSettings
 from star_al.models.adapters import ADAPTERS, LORA
 from star_al.engine.scoring import ScoringOptions, mc_dropout_active, score_examples, shared_prefix_length
@@ -391,7 +391,7 @@ def run_bench(backbone, fp32_backbone, task, examples, gen_task, gen_examples, p
     new_tokens = sum(len(r) for r in responses)
     figures.update({"generation_examples": len(gen_prompts), "generation_new_tokens": new_tokens,
                     "generation_tokens_per_s": new_tokens / gen_time,
-                    "device": device, "device_name": _device_name(device),
+                    "device": device, "device_name": device_name(device),
                     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     if device.startswith("cuda"):  # one GPU's figures: a data-parallel launch of N runs about N times the tokens/s
         figures["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -455,19 +455,6 @@ def _adapter_steps(backbone, examples, plan: BenchPlan, clock) -> dict:
     clock("adapter methods", "seconds per training step: " + ", ".join(
         f"{name.removeprefix('training_step_s_')} {seconds:.3f}" for name, seconds in steps.items()))
     return steps
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def bench(args, machine, log=print) -> dict:

@@ -27,6 +27,7 @@ from star_al.data.catalog import load_task
 from star_al.data.tasks import default_data_root, load_examples, resolve_data_dir
 from star_al.engine.distributed import Execution, Processes
 from star_al.errors import StarError
+from star_al.estimates import SweepClock
 from star_al.labeling.batch_files import read_answers
 from star_al.labeling.ledger import LabelLedger
 from star_al.labeling.people import HumanOracle, check_answers
@@ -180,7 +181,7 @@ def run(config: RunConfig, out: str | Path | None = None, *, model=None, machine
 
 
 def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=None, label_studio=None,
-         partial=False, report_to=None, processes=None) -> tuple[list[RoundRecord], Backbone]:
+         partial=False, report_to=None, processes=None, on_round=None) -> tuple[list[RoundRecord], Backbone]:
     run_dir = RunDir(out if out is not None else default_run_dir("runs", config))
     task, pool, test = run_data(config, data_root, data)
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
@@ -199,7 +200,8 @@ def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=Non
     execution = Execution(processes, machine.gradient_checkpointing)
     log.info(f"run directory: {run_dir.path}")
     active = ActiveLearningRun(config, task, pool, test, backbone, run_dir, oracle=oracle,
-                               cache_root=machine.cache_root, partial=partial, execution=execution, tracker=tracker)
+                               cache_root=machine.cache_root, partial=partial, execution=execution, tracker=tracker,
+                               on_round=on_round)
     return active.run(), backbone
 
 
@@ -215,28 +217,71 @@ def resume(out: str | Path, *, model=None, machine: Machine = Machine(), data_ro
 
 
 def sweep(configs: list[RunConfig], out: str | Path, *, machine: Machine = Machine(), data_root: str | None = None,
-          report_to: str | None = None, processes: Processes | None = None) -> list[Path]:
+          report_to: str | None = None, processes: Processes | None = None,
+          label_studio: str | None = None) -> list[Path]:
     """Every config's run under `out` (seed-major as given), skipping finished ones and continuing
-    unfinished ones; the model is loaded once for all. Returns the run directories."""
+    unfinished ones; the model is loaded once for all. Says before the first run how long the
+    sweep will take here, and corrects it from the first round. Returns the run directories."""
     run_dirs = [default_run_dir(out, config) for config in configs]
     processes = processes or launch(machine.device)
-    backbone, spent, ran = None, 0.0, 0
+    todo = [number for number, run_dir in enumerate(run_dirs) if not RunDir(run_dir).is_finished()]
+    backbone = load_model(configs[todo[0]].model, machine, processes) if todo else None
+    clock = _sweep_clock([configs[n] for n in todo], [run_dirs[n] for n in todo], backbone, machine, data_root,
+                         processes) if todo else None
     for number, (config, run_dir) in enumerate(zip(configs, run_dirs), 1):
         label = f"[{number}/{len(configs)}] {config.task} {config.strategy} seed {config.seed}"
-        if RunDir(run_dir).is_finished():
+        if number - 1 not in todo:
             log.info(f"{label}: finished, skipped")
             continue
         log.info(f"{label}: {run_dir}")
-        started = time.perf_counter()
         if backbone is not None and backbone.name != config.model:
             backbone = None
+        at = todo.index(number - 1)
+        records: list[RoundRecord] = []
+
+        def on_round(record, at=at, records=records):
+            records.append(record)
+            if clock is not None:
+                clock.round_done(at, record.round, record.timings.get("total", 0.0))
+
         rounds, backbone = _run(config, run_dir, model=backbone, machine=machine, data_root=data_root,
-                                report_to=report_to, processes=processes)
-        spent, ran = spent + time.perf_counter() - started, ran + 1
-        left = len([d for d in run_dirs[number:] if not RunDir(d).is_finished()])
-        estimate = f"; about {eta(left * spent / ran)} for the {left} runs left" if left else ""
+                                report_to=report_to, processes=processes, on_round=on_round,
+                                label_studio=label_studio)
+        if clock is not None:
+            clock.run_done(at, config, records)
+        left = len(todo) - at - 1
+        estimate = f"; about {eta(clock.left(at))} for the {left} runs left" if left and clock else ""
         log.info(f"{label}: done, {len(rounds)} points{estimate}")
     return run_dirs
+
+
+def _sweep_clock(configs, run_dirs, backbone, machine, data_root, processes) -> SweepClock | None:
+    """The sweep's estimate from this machine's rates for each task (kept from earlier runs, or
+    measured now on a few steps), said before the first run."""
+    from star_al.estimates import (RunPlan, base_pass, machine_key, measure_rates, read_rates, round_counts,
+                                  round_seconds)
+
+    if backbone is None or any(config.model != backbone.name for config in configs):
+        return None  # rates belong to one model: a sweep over several says nothing ahead
+    if any(config.labels == "human" for config in configs):
+        return None  # people set the pace
+    rates, plans, base_seconds, bases = {}, [], 0.0, set()
+    for config, run_dir in zip(configs, run_dirs):
+        task, pool, test = run_data(config, data_root, None)
+        key = machine_key(backbone, task.name)
+        if key not in rates:
+            rates[key] = read_rates(machine.cache_root, key) or processes.on_main(
+                measure_rates, backbone, task, pool, test, config)
+        done = len(RunDir(run_dir).read_rounds()) if RunDir(run_dir).rounds_path.is_file() else 0
+        counts = round_counts(config, len(pool), min(len(test), config.test_limit or len(test)))
+        plans.append(RunPlan(key, [round_seconds(c, rates[key]) if index >= done else 0.0
+                                   for index, c in enumerate(counts)], len(pool)))
+        if base_pass(config, len(pool)) and (task.name, len(pool)) not in bases:
+            bases.add((task.name, len(pool)))
+            base_seconds += base_pass(config, len(pool)) * rates[key].score_example
+    clock = SweepClock(plans, rates, base_seconds, machine.cache_root)
+    clock.announce()
+    return clock
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class ActiveLearningRun:
 
     def __init__(self, config: RunConfig, task, pool, test, backbone, run_dir: RunDir,
                  oracle: Oracle | None = None, cache_root: Path | None = None, partial: bool = False,
-                 execution: Execution = Execution(), tracker=None):
+                 execution: Execution = Execution(), tracker=None, on_round=None):
         # The data is part of the run's identity: resuming on edited or other data is refused.
         self.config = config = checked(replace(config, data_hash=fingerprint(pool, test)))
         self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
@@ -71,6 +71,7 @@ class ActiveLearningRun:
         self.cache_root, self.partial = cache_root, partial
         self.execution, self.processes = execution, execution.processes
         self.tracker = tracker  # a trackers.Tracker (--report-to), or None
+        self.on_round = on_round  # called with each round's record once it is committed (a sweep's clock)
         self.by_id = {ex.id: ex for ex in pool}
         self.strategy = recipe_of(config).build(config)
         self.stop = run_limits(config)
@@ -147,6 +148,8 @@ class ActiveLearningRun:
         record = self.run_round(len(self.rounds), self.rounds, self.base)
         self.rounds.append(record)
         self._log_round(record)
+        if self.on_round is not None:
+            self.on_round(record)
         return record
 
     def next_batch_size(self) -> int:

@@ -9,9 +9,11 @@ matmul, never assumed.
 from __future__ import annotations
 
 import functools
+import platform
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -83,3 +85,15 @@ def choose_placement(device: str | None = None, dtype: str | None = None) -> Pla
         return Placement("cpu", torch.bfloat16, "CPU has fast bf16 (measured)")
     return Placement("cpu", torch.float32,
                      f"CPU bf16 is slow here ({torch.backends.cpu.get_cpu_capability()})")
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name: what a measured speed belongs to."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
