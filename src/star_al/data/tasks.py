@@ -25,6 +25,9 @@ from star_al.data.records import one_line as _one_line
 from star_al.errors import StarError
 
 ANSWER_TYPES = ("number", "label", "text")
+# Not a task-file answer_type: an lm-eval multiple-choice task whose choices differ per example
+# (data/lm_eval_tasks.py); each Example carries its candidates and the model picks one of them.
+CHOICE = "choice"
 DEFAULT_SPLITS = {"train": "train.jsonl", "test": "test.jsonl"}
 DEFAULT_HF_SPLITS = {"train": "train", "test": "test"}
 DEFAULT_TARGET = " {gold}"
@@ -52,6 +55,7 @@ class Example:
     target: str | None   # None: a pool record nobody has labeled yet
     gold: str | None
     record: dict | None = field(default=None, compare=False, hash=False, repr=False)  # the fields, for export
+    choices: tuple[str, ...] | None = None  # a choice task's candidates for this example (gold is one of them)
 
 
 def fingerprint(*splits: Iterable[Example]) -> str:
@@ -63,7 +67,8 @@ def fingerprint(*splits: Iterable[Example]) -> str:
     digest = hashlib.sha256()
     for split in splits:
         for ex in split:
-            digest.update(json.dumps([ex.id, ex.prompt, ex.target, ex.gold]).encode())
+            content = [ex.id, ex.prompt, ex.target, ex.gold] + ([list(ex.choices)] if ex.choices is not None else [])
+            digest.update(json.dumps(content).encode())
         digest.update(b"\x00split\x00")
     return digest.hexdigest()
 
@@ -113,6 +118,8 @@ class Task:
     def with_label(self, example: Example, answer: str, target: str | None = None) -> Example:
         """The example as a labeler answered it: `answer` is what accuracy compares, `target` the
         text training teaches (rendered from the answer when the labeler gave none)."""
+        if self.answer_type == CHOICE:
+            answer = self.match_choice(example, answer)
         if target is None:
             if self.answer_type == "label":
                 target = self.label_target(answer)
@@ -122,7 +129,20 @@ class Task:
                 except (KeyError, IndexError) as error:
                     raise StarError(f"task {self.name}: its target template needs more than the answer "
                                     f"({error}); give the label's full target text") from error
-        return Example(example.id, example.prompt, target, answer)
+        return Example(example.id, example.prompt, target, answer, choices=example.choices)
+
+    def match_choice(self, example: Example, answer: str) -> str:
+        """The candidate of a choice task's example that `answer` names: itself, else the one equal
+        to it up to case and surrounding spaces."""
+        choices = example.choices or ()
+        if answer in choices:
+            return answer
+        wanted = answer.strip().lower()
+        close = [choice for choice in choices if choice.strip().lower() == wanted]
+        if len(close) != 1:
+            raise StarError(f"task {self.name}, example {example.id}: answer {answer!r} is not one of its "
+                            f"choices ({' | '.join(choices)})")
+        return close[0]
 
     def load(self, split: str, data_dir: Path, require_answer: bool = True) -> list[Example]:
         """Examples of one split from ``data_dir``; ids count examples, errors cite file rows.
@@ -196,6 +216,15 @@ class Task:
         if self.answer_type == "label":
             return prediction.strip().lower() == gold.strip().lower()
         return prediction.strip() == gold.strip()
+
+    def prediction_for(self, example: Example, generated: str) -> str | None:
+        """The answer `generated` commits to for `example`: ``extract_answer``'s; a task whose
+        extraction reads the example (an lm-eval task's filters read its document) overrides it."""
+        return self.extract_answer(generated)
+
+    def is_correct_for(self, example: Example, prediction: str | None) -> bool:
+        """Whether `prediction` is right for `example`: ``is_correct`` against its gold (never without one)."""
+        return example.gold is not None and self.is_correct(prediction, example.gold)
 
     def answer_complete(self, generated: str) -> bool:
         """True once ``stop_pattern`` sees a finished final answer, so generation can stop early."""

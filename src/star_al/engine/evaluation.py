@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from star_al.data.tasks import CHOICE
 from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.scoring import Scores, ScoringOptions, score_examples
 from star_al.files import write_text_atomic
@@ -31,8 +32,8 @@ def write_predictions(scores: Scores, path: Path) -> None:
 
 def lm_eval_results(task, scores: Scores, summary: dict, config: dict, n_original: int) -> dict:
     """The results in lm-evaluation-harness's layout, which dashboards and comparison scripts read:
-    `results[task]` with acc and its standard error (also under lm-eval 0.4's "acc,none" keys),
-    the run's `config`, `versions` and sample counts."""
+    `results[task]` with acc and its standard error (also under lm-eval 0.4's "acc,none" keys; and
+    acc_norm for choice tasks), the run's `config`, `versions` and sample counts."""
     import importlib.metadata
     import math
     import time
@@ -42,6 +43,11 @@ def lm_eval_results(task, scores: Scores, summary: dict, config: dict, n_origina
     stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else float("nan")  # sample std / sqrt(n)
     metrics = {"acc": acc, "acc_stderr": stderr, "acc,none": acc, "acc_stderr,none": stderr,
                "ece": summary["ece"], "brier": summary["brier"], "alias": task.name}
+    if scores.correct_norm is not None:
+        norm = float(scores.correct_norm.mean())
+        norm_stderr = math.sqrt(norm * (1 - norm) / (n - 1)) if n > 1 else float("nan")
+        metrics.update({"acc_norm": norm, "acc_norm_stderr": norm_stderr, "acc_norm,none": norm,
+                        "acc_norm_stderr,none": norm_stderr})
 
     def version(package):
         try:
@@ -50,8 +56,9 @@ def lm_eval_results(task, scores: Scores, summary: dict, config: dict, n_origina
             return None
 
     return {"results": {task.name: metrics},
-            "configs": {task.name: {"task": task.name, "output_type": "multiple_choice" if task.answer_type == "label"
-                                    else "generate_until", "source": task.source}},
+            "configs": {task.name: {"task": task.name, "output_type": "multiple_choice"
+                                    if task.answer_type in ("label", CHOICE) else "generate_until",
+                                    "source": task.source}},
             "versions": {task.name: 1.0},
             "n-samples": {task.name: {"original": n_original, "effective": n}},
             "config": config,
@@ -61,10 +68,16 @@ def lm_eval_results(task, scores: Scores, summary: dict, config: dict, n_origina
 
 
 def write_samples(task, examples, scores: Scores, path: Path) -> None:
-    """Per-example output, lm-eval's --log_samples fields: doc_id, the prompt, target, response, acc."""
+    """Per-example output, lm-eval's --log_samples fields: doc_id, the prompt, target, response, acc
+    (choice tasks: resps are the candidates' log-likelihoods, and acc_norm)."""
     responses = scores.responses or [None] * len(scores.ids)
+    if scores.candidate_logprobs is not None:
+        responses = [[float(value) for value in logprobs] for logprobs in scores.candidate_logprobs]
+    norms = ([{"acc_norm": float(c)} for c in scores.correct_norm] if scores.correct_norm is not None
+             else [{}] * len(scores.ids))
     lines = [json.dumps({"doc_id": ex.id, "doc": ex.record, "arguments": ex.prompt, "target": ex.gold,
-                         "resps": r if r is not None else p, "filtered_resps": p, "acc": float(c),
+                         "resps": r if r is not None else p, "filtered_resps": p, "acc": float(c), **norm,
                          "confidence": float(f)})
-             for ex, p, r, c, f in zip(examples, scores.predictions, responses, scores.correct, scores.confidence)]
+             for ex, p, r, c, f, norm in zip(examples, scores.predictions, responses, scores.correct,
+                                             scores.confidence, norms)]
     write_text_atomic(path, "\n".join(lines) + "\n")

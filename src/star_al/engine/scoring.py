@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from star_al.data.batching import encode_pair, encode_prompt, left_pad, length_buckets
+from star_al.data.tasks import CHOICE
+from star_al.engine.choices import candidate_measures
 from star_al.engine.distributed import SINGLE, Processes
 from star_al.engine.gradients import gradient_factors, tail_inputs, tail_of
 from star_al.engine.heap import HeapGuard
@@ -51,6 +53,8 @@ class Scores:
     label_probs: np.ndarray | None = None  # [n, n_labels]: allowed-label probabilities (label tasks)
     embeddings: np.ndarray | None = None   # [n, hidden]: answer-position hidden states, when asked
     gradients: tuple[np.ndarray, np.ndarray] | None = None  # BADGE's (g [n, hidden], a [n, r]), when asked
+    correct_norm: np.ndarray | None = None  # choice tasks: right by log-likelihood per character (lm-eval's acc_norm)
+    candidate_logprobs: list[np.ndarray] | None = None  # choice tasks: each candidate's log-likelihood, per example
 
 
 PASS_MEASURES = ("me", "pe", "pe_gold")  # the uncertainty measures: one row per pass, [passes, n]
@@ -270,7 +274,8 @@ def run_batches(model, batches: list[list[int]], work, processes: Processes = SI
     generator past that batch's dropout-mask seeds, so each batch is computed with the
     masks (and the batch-mates) it has in a single process, and 1 or N processes give
     the same MC-dropout scores. The batches themselves are made from the whole list.
-    runs_model(batch) is False for a batch that work() answers without a forward pass.
+    runs_model(batch) is how many forward passes work() makes for a batch (True: one; False: none,
+    a batch it answers without the model).
     What each batch freed goes back to the OS (engine/heap.py): batch shapes vary, and
     glibc would otherwise keep about a vocabulary row's worth of heap per example scored.
     """
@@ -282,8 +287,8 @@ def run_batches(model, batches: list[list[int]], work, processes: Processes = SI
         if position in mine:
             results[position] = work(batch)
             heap.after_batch()
-        elif runs_model(batch):
-            skip_mask_draws(draws)
+        else:
+            skip_mask_draws(draws * int(runs_model(batch)))
     return processes.gather(results, len(batches))
 
 
@@ -375,6 +380,88 @@ def response_stats(model, prompt_ids, response_ids, pad_id, batch_size, passes=1
         if embedded is not None:
             embeddings[batch] = embedded
     return nll, entropy
+
+
+def _prompt_cache(model, heads: list[list[int]], pad_id, passes: int, prefix: SharedPrefix | None):
+    """The KV cache of `heads` (each prompt but its last token, past the shared prefix), rows
+    pass-major, and the attention mask over the cached positions [passes * len(heads), cached].
+    The cache is None when nothing is cached (one-token prompts and no shared prefix)."""
+    device = next(model.parameters()).device
+    start = prefix.length if prefix is not None else 0
+    cache = None
+    if prefix is not None:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(heads))
+    past_mask = torch.ones((passes * len(heads), start), dtype=torch.long, device=device)
+    if max(len(head) for head in heads) == 0:
+        return cache, past_mask
+    input_ids, attention_mask, position_ids = (t.repeat(passes, 1) for t in left_pad(heads, pad_id, device))
+    past_mask = torch.cat([past_mask, attention_mask], 1)
+    output = model(input_ids=input_ids, attention_mask=past_mask, position_ids=position_ids + start, use_cache=True,
+                   logits_to_keep=torch.empty(0, dtype=torch.long, device=device),
+                   **({cache_argument(): cache} if cache is not None else {}))
+    return output.get(cache_argument()), past_mask
+
+
+@torch.inference_mode()
+def candidate_stats(model, prompt_ids, candidate_ids, pad_id, batch_size, passes=1, desc=None,
+                    processes: Processes = SINGLE, embeddings=None) -> np.ndarray:
+    """Each candidate continuation's summed log-likelihood after its prompt, [passes, n, k]
+    (k the most candidates of any example; -inf past an example's own).
+
+    Per batch the prompts run once, all but their last token, into a KV cache (after the
+    prefix every prompt shares, cached once per call); then every candidate runs on its
+    prompt's cache, led by the prompt's last token, which predicts its first token: a 4-choice
+    question costs one prompt and four short continuations, not four prompts. A batch holds
+    about `batch_size` candidates. An `embeddings` array [n, hidden] is filled with the
+    hidden state at the prompt's last token (the mean over the passes).
+    """
+    n, most = len(prompt_ids), max(len(c) for c in candidate_ids)
+    logliks = np.full((passes, n, most), -np.inf)
+    batches = length_buckets([len(p) for p in prompt_ids], max(1, batch_size // most))
+    prefix = shared_prefix(model, prompt_ids, passes, batches)
+    start = prefix.length if prefix is not None else 0
+    heads = [p[start:-1] for p in prompt_ids]
+
+    def work(batch):
+        cache, past_mask = _prompt_cache(model, [heads[i] for i in batch], pad_id, passes, prefix)
+        rows = [(p, b, j) for p in range(passes) for b, i in enumerate(batch) for j in range(len(candidate_ids[i]))]
+        targets = [candidate_ids[batch[b]][j] for _, b, j in rows]
+        width = max(1, max(len(t) for t in targets))
+        device = past_mask.device
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        target_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ((_, b, _), target) in enumerate(zip(rows, targets)):
+            tokens = [prompt_ids[batch[b]][-1]] + target[:-1]  # right-padded: the cache sits on the left
+            input_ids[row, :len(tokens)], mask[row, :len(tokens)] = torch.tensor(tokens), 1
+            target_ids[row, :len(target)] = torch.tensor(target, dtype=torch.long)
+        cached_row = torch.tensor([p * len(batch) + b for p, b, _ in rows], device=device)
+        starts = torch.tensor([len(prompt_ids[batch[b]]) - 1 for _, b, _ in rows])
+        extra = {}
+        if cache is not None:
+            cache.reorder_cache(cached_row)
+            extra = {cache_argument(): cache}
+        with head_inputs(model, embeddings is not None) as hidden:
+            logits = model(input_ids=input_ids.to(device),
+                           attention_mask=torch.cat([past_mask[cached_row], mask.to(device)], 1),
+                           position_ids=(starts[:, None] + torch.arange(width)).to(device), use_cache=True,
+                           **extra).logits
+        scored = torch.tensor([[k < len(t) for k in range(width)] for t in targets], device=device)
+        sums = -(token_nll(logits, target_ids.to(device)) * scored).sum(-1).cpu().double().numpy()
+        embedded = None
+        if hidden:
+            first = [row for row, (_, _, j) in enumerate(rows) if j == 0]  # pass-major, one per example
+            embedded = _pass_mean(hidden[0][first, 0], passes)
+        return rows, sums, embedded
+
+    forwards = lambda batch: 1 + (max(len(heads[i]) for i in batch) > 0)  # noqa: E731
+    for batch, (rows, sums, embedded) in zip(batches, run_batches(model, batches, work, processes, desc, forwards)):
+        for (p, b, j), value in zip(rows, sums):
+            logliks[p, batch[b], j] = value
+        if embedded is not None:
+            embeddings[batch] = embedded
+    return logliks
 
 
 class _AnswerComplete:
@@ -484,6 +571,8 @@ def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, 
             return _label_scores(task, examples, label_logprobs, me, golds), hidden
     if gradients is not None:
         raise StarError(f"badge needs a task whose answers are one token each; {task.name}'s are not")
+    if task.answer_type == CHOICE:
+        return _choice_scores(model, tokenizer, task, examples, prompts, options, desc, mc, hidden), hidden
     if task.answer_type == "label":
         return _multi_token_label_scores(model, tokenizer, task, examples, prompts, continuations,
                                          options, desc, mc, hidden), hidden
@@ -500,10 +589,10 @@ def _score_and_embed(model, tokenizer, task, examples, options: ScoringOptions, 
             pe_gold, _ = response_stats(model, prompts, gold_ids, pad, options.generation_batch_size,
                                         options.passes, desc and f"{desc} (gold)", options.processes)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    predictions = [task.extract_answer(text) for text in texts]
+    predictions = [task.prediction_for(ex, text) for ex, text in zip(examples, texts)]
     n_tokens = np.maximum([len(r) for r in responses], 1)
     confidence = np.exp(-pe.mean(axis=0) / n_tokens)  # geometric-mean token probability
-    correct = np.array([g is not None and task.is_correct(p, g) for p, g in zip(predictions, golds)], dtype=bool)
+    correct = np.array([task.is_correct_for(ex, p) for ex, p in zip(examples, predictions)], dtype=bool)
     return Scores([ex.id for ex in examples], predictions, golds, correct, confidence, me, pe, pe_gold,
                   responses=texts), hidden
 
@@ -553,3 +642,25 @@ def _multi_token_label_scores(model, tokenizer, task, examples, prompts, continu
     choice = np.array([_label_index(task, p) for p in scores.predictions])
     scores.me = label_entropy[:, np.arange(n), choice]
     return scores
+
+
+def _choice_scores(model, tokenizer, task, examples, prompts, options, desc, mc, hidden=None) -> Scores:
+    """Choice tasks: every candidate of every example scored in one pass (`candidate_stats`), the pick
+    and ME/PE over the candidates as engine/choices.py says. `hidden` gets the prompt's last position."""
+    candidates = [[encode_pair(tokenizer, ex.prompt, task.target.format(gold=choice)).target_ids
+                   for choice in ex.choices] for ex in examples]
+    with mc:
+        logliks = candidate_stats(model, prompts, candidates, tokenizer.pad_token_id, options.batch_size,
+                                  options.passes, desc, options.processes, hidden)
+    lengths = np.ones(logliks.shape[1:])
+    for row, ex in enumerate(examples):
+        lengths[row, :len(ex.choices)] = [len(choice) for choice in ex.choices]
+    gold_index = np.array([ex.choices.index(ex.gold) if ex.gold in ex.choices else -1 for ex in examples])
+    measured = candidate_measures(logliks, lengths, gold_index)
+    counts = {len(ex.choices) for ex in examples}
+    return Scores([ex.id for ex in examples], [ex.choices[c] for ex, c in zip(examples, measured.choice)],
+                  [ex.gold for ex in examples], (measured.choice == gold_index) & (gold_index >= 0),
+                  measured.confidence, measured.me, measured.pe, measured.pe_gold,
+                  label_probs=measured.probs if len(counts) == 1 else None,
+                  correct_norm=(measured.choice_norm == gold_index) & (gold_index >= 0),
+                  candidate_logprobs=[measured.logprobs[row, :len(ex.choices)] for row, ex in enumerate(examples)])

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from star_al.config import TrainSettings
 from star_al.data.batching import encode_pair, left_pad
+from star_al.data.tasks import CHOICE
 from star_al.engine.distributed import Execution
 from star_al.engine.heap import HeapGuard
 from star_al.errors import StarError
@@ -194,7 +195,7 @@ def _train(model, optimizer, autocast, tokenizer, task, examples, settings: Trai
     """The shared loop: seeded shuffles, left-padded batches, answer-only loss, linear schedule."""
     from transformers import get_linear_schedule_with_warmup
 
-    add_eos = task.answer_type != "label"
+    add_eos = task.answer_type not in ("label", CHOICE)  # a chosen continuation is scored without an EOS
     encoded = [encode_pair(tokenizer, ex.prompt, ex.target, add_eos, settings.max_prompt_tokens)
                for ex in examples]
     device = next(model.parameters()).device
