@@ -172,7 +172,7 @@ def cmd_sweep(args) -> None:
     configs = [_configure(args, t, s, seed) for seed in seeds for t in _split(args, "tasks")
                for s in _split(args, "strategies")]
     sweep(configs, args.out, machine=_machine(args), data_root=_root(args), report_to=args.report_to,
-          processes=_processes(args))
+          processes=_processes(args), label_studio=args.label_studio)
     if _processes(args).is_main:  # over every run under --out: a sweep continued seed by seed keeps one report
         print(write_report([args.out], Path(args.out)))
         print(f"wrote {Path(args.out) / 'report.md'}, curves.png, points.csv", file=sys.stderr)
@@ -230,13 +230,15 @@ def cmd_label(args) -> None:
     from star_al.runs import import_labels, labels_from
 
     done = import_labels(args.run_dir, labels_from(args.run_dir, args.file, args.tool),
-                         "label-studio" if args.tool == "label-studio" else "person")
+                         "label-studio" if args.tool == "label-studio" else "person", annotator=args.annotator)
     from star_al.runs import status
 
     waiting = status(args.run_dir)
     empty = f"; {done.empty} row(s) with an empty answer, not labelled yet" if done.empty else ""
-    print(f"imported {done.imported} labels for round {waiting.waiting_round}{empty}; "
-          f"{done.left} of {len(waiting.waiting_ids)} left")
+    same = f"; {done.same} row(s) already in the ledger, skipped" if done.same else ""
+    tied = f" ({done.tied} tied between annotators: one more annotator decides)" if done.tied else ""
+    print(f"imported {done.imported} labels for round {waiting.waiting_round}{empty}{same}; "
+          f"{done.left} of {len(waiting.waiting_ids)} left{tied}")
     print(f"next: star resume {shlex.quote(str(args.run_dir))}" + (" (or --partial to train on what is there)"
                                                                     if done.left else ""))
 
@@ -250,13 +252,20 @@ def cmd_status(args) -> None:
           f"{len(rounds)} of {config.n_rounds + 1} rounds done, {state.n_labels} labels")
     if rounds and rounds[-1].accuracy is not None:
         print(f"last round: {rounds[-1].n_labeled} labeled, accuracy {100 * rounds[-1].accuracy:.2f}%")
+    for batch in state.batches:  # where each batch went, and its labels
+        print(f"round {batch.round}: " + "; ".join(batch.places) + f"; {batch.labeled} of {batch.size} labels in"
+              + (f" (source: {', '.join(batch.sources)})" if batch.sources else ""))
     if state.waiting_round is not None:
         left = len(state.waiting_ids) - state.waiting_labeled
         files = f" (files in {shlex.quote(str(Path(args.run_dir) / 'to_label'))})" if config.labels == "human" else ""
         print(f"round {state.waiting_round} batch: {state.waiting_labeled} of {len(state.waiting_ids)} labeled, "
               f"{left} left" + files)
+        if state.tied:
+            print(f"tied between annotators, waiting for one more: id(s) {', '.join(map(str, state.tied))}")
     elif state.finished:
         print("finished")
+    for agreed in state.agreement:  # with several annotators: how far they agree, and where they do not
+        print(f"agreement, round {agreed.round}: {agreed.describe()}")
 
 
 def cmd_export_adapter(args) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from star_al.al.loop import ActiveLearningRun
@@ -28,11 +28,12 @@ from star_al.data.tasks import default_data_root, load_examples, resolve_data_di
 from star_al.engine.distributed import Execution, Processes
 from star_al.errors import StarError
 from star_al.estimates import SweepClock
+from star_al.labeling.agreement import Agreement, agreement_by_round
 from star_al.labeling.batch_files import read_answers
 from star_al.labeling.ledger import LabelLedger
-from star_al.labeling.people import HumanOracle, check_answers
+from star_al.labeling.people import AwaitingLabels, HumanOracle, check_answers
 from star_al.labeling.tool import AnswerRow
-from star_al.labeling.tools import labelling_tool, labelling_tools_for
+from star_al.labeling.tools import batch_places, labelling_tool, labelling_tools_for
 from star_al.log import configure as configure_log, eta, log
 from star_al.models.backbones import Backbone, default_cache_root, load_backbone, prepare, resolve_model_dir
 from star_al.models.hardware import Placement, choose_placement
@@ -159,9 +160,10 @@ def load_model(model, machine: Machine = Machine(), processes: Processes | None 
 
 
 def default_run_dir(root: str | Path, config: RunConfig) -> Path:
-    """runs/TASK/STRATEGY[-METHOD]/seed-N[-train-M]: where `star run` and `star sweep` put a run."""
+    """runs/TASK/STRATEGY[-METHOD][-noiseP]/seed-N[-train-M]: where `star run` and `star sweep` put a run."""
     task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
-    strategy = config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
+    strategy = (config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
+                + (f"-noise{config.oracle_noise:g}" if config.oracle_noise else ""))
     train = "" if config.train_seed is None else f"-train-{config.train_seed}"
     return Path(root) / task / strategy / f"seed-{config.seed}{train}"
 
@@ -182,9 +184,14 @@ def run(config: RunConfig, out: str | Path | None = None, *, model=None, machine
 
 def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=None, label_studio=None,
          partial=False, report_to=None, processes=None, on_round=None) -> tuple[list[RoundRecord], Backbone]:
+    if label_studio and config.labels != "human":
+        raise StarError("--label-studio sends the batches to people: it needs --labels human")
     run_dir = RunDir(out if out is not None else default_run_dir("runs", config))
     task, pool, test = run_data(config, data_root, data)
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
+    tools = labelling_tools_for(run_dir.path, label_studio) if config.labels == "human" else []
+    for tool in tools:  # a missing SDK, token or server is refused before the model loads or the pool is scored
+        tool.check()
     processes = processes or launch(machine.device)
     tracker = None
     if report_to:
@@ -196,7 +203,7 @@ def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=Non
     backbone = model if isinstance(model, Backbone) else load_model(model or config.model, machine, processes)
     oracle = None
     if config.labels == "human":
-        oracle = HumanOracle(run_dir.path, task, labelling_tools_for(run_dir.path, label_studio))
+        oracle = HumanOracle(run_dir.path, task, tools)
     execution = Execution(processes, machine.gradient_checkpointing)
     log.info(f"run directory: {run_dir.path}")
     active = ActiveLearningRun(config, task, pool, test, backbone, run_dir, oracle=oracle,
@@ -286,23 +293,31 @@ def _sweep_clock(configs, run_dirs, backbone, machine, data_root, processes) -> 
 
 @dataclass(frozen=True)
 class LabelsImported:
-    """What `import_labels` kept: `imported` labels, `left` ids of the batch still without a label,
-    `empty` rows of the file whose answer was empty (not labelled yet; counted in `left`)."""
+    """What `import_labels` kept: `imported` labels, `left` ids of the batch still without a
+    (resolved) label, `empty` rows of the file whose answer was empty (not labelled yet; counted
+    in `left`), `same` rows the ledger held already (skipped), and of the `left`, `tied` ones
+    whose annotators disagree with no answer ahead (they wait for one more annotator)."""
 
     imported: int
     left: int
     empty: int
+    same: int = 0
+    tied: int = 0
 
 
-def import_labels(out: str | Path, rows, source: str, task=None) -> LabelsImported:
+def import_labels(out: str | Path, rows, source: str, task=None, annotator: str | None = None) -> LabelsImported:
     """Add people's answers for the batch the run at `out` waits on, into its label ledger.
 
-    `rows` are (where, id, answer) rows: a labels file read by `read_answers`, a tool's
-    pull, or Learner.teach's. A row with an empty answer is not labelled yet: skipped and
-    counted. The rest is checked whole first (unknown ids, ids of another batch,
-    duplicates, answers outside the task's labels, numbers that do not parse, each named
-    by row) and nothing is kept from a refused set.
+    `rows` are (where, id, answer) rows, or (where, id, answer, annotator): a labels file
+    read by `read_answers`, a tool's pull, or Learner.teach's; `annotator` names who gave
+    the rows that do not say (a run that takes several annotators per example needs one).
+    A row with an empty answer is not labelled yet: skipped and counted; a row the ledger
+    holds already (same id, annotator and answer) is skipped, so a file is imported again
+    as it fills. The rest is checked whole first (unknown ids, ids of another batch,
+    duplicates, answers outside the task's labels, numbers that do not parse, a second
+    answer of one annotator, each named by row) and nothing is kept from a refused set.
     """
+    rows = list(rows)
     run_dir = RunDir(out)
     with run_dir.locked():
         config = run_dir.read_config()
@@ -310,12 +325,23 @@ def import_labels(out: str | Path, rows, source: str, task=None) -> LabelsImport
         if pending is None:
             raise StarError(f"{run_dir.path}: no batch is waiting for labels "
                             f"(star status {shlex.quote(str(run_dir.path))})")
-        ledger = LabelLedger(run_dir.labels_path)
-        labeled = set(ledger.labels())
-        labels, n_empty = check_answers(task or load_task(config.task), rows, set(pending["ids"]), labeled)
-        ledger.append(labels, pending["round"], source)
-    done = labeled | {label.id for label in labels}
-    return LabelsImported(len(labels), len([i for i in pending["ids"] if i not in done]), n_empty)
+        if annotator is not None and not (isinstance(annotator, str) and annotator.strip()):
+            raise StarError(f"annotator {annotator!r}: give a name")
+        annotator = annotator.strip() if annotator is not None else None
+        unnamed = [row[0] for row in rows if annotator is None and not (len(row) > 3 and row[3])]
+        if config.annotators > 1 and unnamed:
+            raise StarError(f"{unnamed[0]}: this run takes {config.annotators} annotators per example: say who "
+                            "labelled (star label RUN FILE --annotator NAME, or an annotator column)")
+        ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
+        given = {(entry["id"], entry.get("annotator")): entry["answer"] for entry in ledger.read()}
+        checked = check_answers(task or load_task(config.task), rows, set(pending["ids"]), given, annotator,
+                                one_per_example=config.annotators == 1)
+        if checked.labels:
+            ledger.append(checked.labels, pending["round"], source)
+        resolution = ledger.resolution()
+    left = [i for i in pending["ids"] if i not in resolution.labels]
+    return LabelsImported(len(checked.labels), len(left), checked.empty, checked.same,
+                          len([i for i in left if i in resolution.ties]))
 
 
 def labels_from(out: str | Path, file: str | Path | None = None, tool: str | None = None) -> list[AnswerRow]:
@@ -327,12 +353,36 @@ def labels_from(out: str | Path, file: str | Path | None = None, tool: str | Non
     found = labelling_tool(Path(out), tool)
     if found is None:
         raise StarError(f"{out} has no {tool} labelling tool (start the run with --label-studio URL)")
-    return found.pull()
+    run_dir = RunDir(out)
+    with run_dir.locked():  # a resume pushing the same batch would be a second sender
+        pending = run_dir.read_pending()
+        sent = found.resend(pending["round"]) if pending is not None else None
+    if sent:
+        log.info(sent)
+    rows = found.pull()
+    if sent and not rows:  # delivered just now: nobody has answered yet
+        run = shlex.quote(str(out))
+        raise AwaitingLabels(f"{sent}\nlabel it there, then: star label {run} --from {tool} && star resume {run}")
+    return rows
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """One batch that went out to people: where it stands in each of the run's labelling tools
+    (`places`: "files written (round_0.*)", "delivered to Label Studio project 3 (32 tasks)", "not
+    yet delivered ..."), how many of its `size` examples have a label, and where those came from."""
+
+    round: int
+    size: int
+    labeled: int
+    places: list[str]
+    sources: list[str]
 
 
 @dataclass(frozen=True)
 class RunStatus:
-    """Where a run stands: its config, finished rounds, labels in, and the batch waiting (if any)."""
+    """Where a run stands: its config, finished rounds, labels in, the batch waiting (if any), and
+    every batch that went out to people."""
 
     config: RunConfig
     rounds: list[RoundRecord]
@@ -341,13 +391,37 @@ class RunStatus:
     waiting_ids: list[int]
     waiting_labeled: int
     finished: bool
+    batches: list[BatchStatus]
+    agreement: list[Agreement] = field(default_factory=list)  # per round, where two annotators labelled one example
+    tied: list[int] = field(default_factory=list)             # waiting ids whose annotators tie: one more needed
 
 
 def status(out: str | Path) -> RunStatus:
     run_dir = RunDir(out)
     config = run_dir.read_config()
     pending = run_dir.read_pending()
-    labeled = LabelLedger(run_dir.labels_path).labels()
+    ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
+    entries = ledger.read()
+    resolution = ledger.resolution(entries=entries)
+    labeled = resolution.labels
+    rounds = run_dir.read_rounds()
     ids = list(pending["ids"]) if pending is not None else []
-    return RunStatus(config, run_dir.read_rounds(), len(labeled), pending["round"] if pending is not None else None,
-                     ids, len([i for i in ids if i in labeled]), run_dir.is_finished())
+    return RunStatus(config, rounds, len(labeled), pending["round"] if pending is not None else None,
+                     ids, len([i for i in ids if i in labeled]), run_dir.is_finished(),
+                     _batches(run_dir, rounds, pending, labeled) if config.labels == "human" else [],
+                     agreement_by_round(entries), [i for i in ids if i in resolution.ties])
+
+
+def _batches(run_dir: RunDir, rounds: list[RoundRecord], pending: dict | None, labeled: dict) -> list[BatchStatus]:
+    """Each round's batch (its answered and queued ids, or the waiting one) that a labelling tool holds."""
+    batch_ids = {record.round: record.selected_ids + record.queued_ids for record in rounds}
+    if pending is not None:
+        batch_ids[pending["round"]] = list(pending["ids"])
+    batches = []
+    for round_index, ids in sorted(batch_ids.items()):
+        places = batch_places(run_dir.path, round_index)
+        if places:
+            got = [labeled[i] for i in ids if i in labeled and labeled[i]["round"] == round_index]
+            batches.append(BatchStatus(round_index, len(ids), len(got), places,
+                                       sorted({entry["source"] for entry in got})))
+    return batches
