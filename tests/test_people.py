@@ -180,8 +180,8 @@ def test_sigkill_during_star_label_keeps_every_label_once(waiting_run, tmp_path,
     process.wait()
     ids = [e["id"] for e in LabelLedger(run_dir / "labels.jsonl").read()]
     assert ids in ([], [row["id"] for row in waiting_batch(run_dir, 0)])
-    code, lines = star(capsys, "label", run_dir, labels)
-    assert (code == 0) == (ids == []) and (ids == [] or "labeled already" in lines[-1])
+    code, lines = star(capsys, "label", run_dir, labels)  # imported again: what the ledger holds is skipped
+    assert code == 0
     assert [e["id"] for e in LabelLedger(run_dir / "labels.jsonl").read()] == [row["id"] for row in waiting_batch(run_dir, 0)]
 
 

@@ -218,6 +218,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
                          "files (the latest batch's CSV, filled in place)")
     lb.add_argument("--from-label-studio", dest="tool", action="store_const", const="label-studio",
                     help="the same as --from label-studio")
+    lb.add_argument("--annotator", default=None, metavar="NAME",
+                    help="who gave these labels (kept in the ledger; a run with --annotators N > 1 needs it). "
+                         "Rows of an `annotator` column, and Label Studio's annotations, name their own")
     st = commands.add_parser("status", help="where a run stands: rounds done, the batch waiting, labels left")
     st.add_argument("run_dir")
 

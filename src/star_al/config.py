@@ -72,6 +72,8 @@ NUMERIC_RULES = {
     "mc_passes": (int, 1, None, True, None, False),
     "b_decay_strength": (float, 0.0, None, True, None, False),
     "score_batch_size": (int, 1, None, True, None, False),
+    "annotators": (int, 1, None, True, None, False),
+    "oracle_noise": (float, 0.0, 1.0, True, True, False),
     "lora.rank": (int, 1, None, True, None, False),
     "lora.alpha": (float, 0.0, None, False, None, False),
     "lora.dropout": (float, 0.0, 1.0, True, False, False),   # 1 would drop the whole branch
@@ -156,6 +158,14 @@ class RunConfig:
                              "uncertainty and the agreement of consecutive rounds' predictions", "--no-eval")
     stop: str | None = setting(None, "stop early: name:value[,...] of budget, rounds, time (minutes), "
                                "stability (kappa), uncertainty (nats), plateau (points); star list", "--stop")
+    annotators: int = setting(1, "labels each example needs, from different people, before it counts as labelled "
+                              "(--labels human); a tie stays queued for one more annotator", "--annotators")
+    resolve: str = setting("majority", "how several annotators' labels become one: majority (vote), or "
+                           "dawid-skene (each annotator weighed by their estimated reliability)", "--resolve",
+                           choices=["majority", "dawid-skene"])
+    oracle_noise: float = setting(0.0, "simulation: the gold oracle answers wrong (another of the example's "
+                                  "answers, uniformly) with probability P, drawn per example from the seed",
+                                  "--oracle-noise")
     data_hash: str | None = None        # fingerprint of the train and test examples the run reads
 
     def validate(self) -> "RunConfig":
@@ -181,6 +191,15 @@ class RunConfig:
             raise StarError(f"evaluate must be true or false, got {self.evaluate!r}")
         if not self.evaluate and self.labels == "gold":
             raise StarError("--no-eval is for runs that people label (--labels human); a simulation has a test set")
+        if self.resolve not in ("majority", "dawid-skene"):
+            raise StarError(f"resolve must be 'majority' or 'dawid-skene', got {self.resolve!r}")
+        if self.annotators > 1 and self.labels != "human":
+            raise StarError("--annotators counts people: it needs --labels human (a simulation's annotator errs "
+                            "with --oracle-noise)")
+        if self.resolve == "dawid-skene" and self.annotators < 2:
+            raise StarError("--resolve dawid-skene weighs several annotators: it needs --annotators 2 or more")
+        if self.oracle_noise and self.labels != "gold":
+            raise StarError("--oracle-noise makes the simulated annotator err: it needs --labels gold")
         if self.pool_subsample and self.pool_subsample < self.query_size:
             raise StarError(f"pool_subsample {self.pool_subsample} is smaller than the query size {self.query_size}")
         return self

@@ -67,7 +67,7 @@ class ActiveLearningRun:
         # The data is part of the run's identity: resuming on edited or other data is refused.
         self.config = config = checked(replace(config, data_hash=fingerprint(pool, test)))
         self.task, self.test, self.backbone, self.run_dir = task, test, backbone, run_dir
-        self.oracle = oracle or GoldOracle()
+        self.oracle = oracle or GoldOracle(config.oracle_noise, config.seed, task.labels or ())
         self.cache_root, self.partial = cache_root, partial
         self.execution, self.processes = execution, execution.processes
         self.tracker = tracker  # a trackers.Tracker (--report-to), or None
@@ -77,7 +77,10 @@ class ActiveLearningRun:
         self.stop = run_limits(config)
         self.early_stop = AnyOf(parse_stop(config.stop))  # --stop's criteria alone, to mark a run they end
         self.adapter = ADAPTERS.get(config.finetune)  # a LoRA adapter, or every weight (full)
-        self.ledger = LabelLedger(run_dir.labels_path)
+        self.ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
+        if config.oracle_noise and task.answer_type not in ("label", "choice"):
+            raise StarError(f"--oracle-noise needs answers to err to: a task with labels or per-example choices, "
+                            f"not {task.name} ({task.answer_type} answers)")
         if not self.strategy.label_free and not self.oracle.simulated:
             raise StarError(f"strategy {config.strategy!r} reads gold answers (pe_mode 'gold'), which only a "
                             "simulation has; use pe_mode 'label-free' when people label")
@@ -180,7 +183,8 @@ class ActiveLearningRun:
         query = self._query(round_index, rounds, base, timings)
         answered = self._label(query, round_index)
         selected = [i for i in query.ids if i in answered]
-        labeled = self._labeled_set([i for record in rounds for i in record.selected_ids] + selected)
+        labeled = self._labeled_set([(record.round, record.selected_ids) for record in rounds]
+                                    + [(round_index, selected)])
         tick = time.perf_counter()
         train_result = self._fine_tune(round_index, labeled)
         timings["train"] = time.perf_counter() - tick
@@ -295,16 +299,19 @@ class ActiveLearningRun:
     def _label(self, query: Query, round_index: int) -> set[int]:
         """Ask the oracle for the queried ids the ledger has no label for yet, and record its answers.
 
-        Returns the ids that have a label. People may have labeled only part of the batch:
-        the run waits for the rest, unless asked to go on with what is there (--partial).
+        Returns the ids that have a label (with several annotators: a resolved one). People
+        may have labeled only part of the batch: the run waits for the rest, unless asked to
+        go on with what is there (--partial). Examples whose annotators tie wait for nobody:
+        once the rest is labelled they stay queued, for one more annotator in the next batch.
         """
-        have = self.ledger.labels()
-        missing = [i for i in query.ids if i not in have]
-        if missing and not (self.partial and len(missing) < len(query.ids)):
+        resolution = self.ledger.resolution(round_index)
+        missing = [i for i in query.ids if i not in resolution.labels]
+        waiting = [i for i in missing if i not in resolution.ties]
+        if missing and not (len(missing) < len(query.ids) and (self.partial or not waiting)):
             batch = self._batch(query, missing, round_index)
             self.processes.on_main(self._ask_oracle, batch, missing, round_index)
-            have = self.ledger.labels()
-        return {i for i in query.ids if i in have}
+            resolution = self.ledger.resolution(round_index)
+        return {i for i in query.ids if i in resolution.labels}
 
     def _ask_oracle(self, batch: Batch, missing: list[int], round_index: int) -> None:
         labels = self.oracle.label(batch)
@@ -324,14 +331,20 @@ class ActiveLearningRun:
         return Batch(round_index, examples, [query.scores[position[i]] for i in ids] if query.scores else None,
                      list(scores.predictions), [float(u) for u in scores.me[0]])
 
-    def _labeled_set(self, ids: list[int]):
-        entries = self.ledger.labels()
-        lacking = [i for i in ids if i not in entries]
+    def _labeled_set(self, batches: list[tuple[int, list[int]]]):
+        """The examples of each (round, ids) batch with the answer their labels resolved to by the end
+        of that round: a label, once trained on, stays what it was."""
+        entries, labeled, lacking = self.ledger.read(), [], []
+        for round_index, ids in batches:
+            resolved = self.ledger.resolution(round_index, entries).labels
+            lacking += [i for i in ids if i not in resolved]
+            labeled += [self.task.with_label(self.by_id[i], resolved[i]["answer"], resolved[i]["target"])
+                        for i in ids if i in resolved]
         if lacking:
             run = shlex.quote(str(self.run_dir.path))
             raise StarError(f"{self.ledger.path} has no label for ids {lacking[:5]}; label them "
                             f"(star label {run} FILE), then star resume {run}")
-        return [self.task.with_label(self.by_id[i], entries[i]["answer"], entries[i]["target"]) for i in ids]
+        return labeled
 
     # -- measure -------------------------------------------------------------------------------
     def _measure(self, round_index: int, rounds: list[RoundRecord]) -> dict:
@@ -422,7 +435,7 @@ class ActiveLearningRun:
                 self.processes.on_main(self._promote_adapter)
             return
         _log(f"no adapter of round {round_index} on disk: training it again from its labeled set")
-        self._fine_tune(round_index, self._labeled_set([i for r in rounds for i in r.selected_ids]))
+        self._fine_tune(round_index, self._labeled_set([(r.round, r.selected_ids) for r in rounds]))
 
     def _check_state(self, rounds: list[RoundRecord]) -> None:
         """The finished rounds must fit this pool, and no later state may outrun them."""

@@ -12,8 +12,9 @@ reading takes off again.
 
 In: the same JSONL or CSV with `answer` filled (as a spreadsheet saves it: UTF-8 with or
 without a byte-order mark, `,` `;` or tab separators, CRLF or LF), the same table as
-.xlsx, or Label Studio's JSON export (only submitted, non-cancelled annotations; the
-latest per task). A row whose answer is empty is not labelled yet.
+.xlsx, or Label Studio's JSON export (only submitted, non-cancelled annotations; each
+annotator's latest per task, with who they are). A row whose answer is empty is not
+labelled yet; a table or JSONL with an `annotator` column names who answered each row.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def read_answers(path: Path) -> list[AnswerRow]:
     if suffix in (".xlsx", ".xlsm"):
         return table_answers(path, read_xlsx(path))
     if suffix == ".jsonl":
-        return [(where, row.get("id"), row.get("answer")) for where, row in read_jsonl(path)]
+        return [answer_row(where, row.get("id"), row.get("answer"), row.get("annotator"))
+                for where, row in read_jsonl(path)]
     if suffix == ".json":
         try:
             tasks = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
@@ -172,8 +174,14 @@ def table_answers(path: Path, located) -> list[AnswerRow]:
     if rows and not {"id", "answer"} <= columns:
         raise StarError(f"{path}: a labels table needs the columns id and answer (separated by , ; or a tab); "
                         f"its columns read as {sorted(columns)[:6]}")
-    return [(where, restore_formula(record.get("id")), restore_formula(record.get("answer")))
-            for where, record in rows]
+    return [answer_row(where, restore_formula(record.get("id")), restore_formula(record.get("answer")),
+                       restore_formula(record.get("annotator"))) for where, record in rows]
+
+
+def answer_row(where: str, example_id, answer, annotator=None) -> AnswerRow:
+    """(where, id, answer), with the annotator fourth where the row names one."""
+    return (where, example_id, answer) if annotator is None or annotator == "" else \
+        (where, example_id, answer, annotator)
 
 
 def read_xlsx(path: Path) -> list[tuple[str, dict]]:
@@ -216,9 +224,12 @@ def _cell_text(value):
 
 
 def label_studio_answers(tasks, where: str) -> list[AnswerRow]:
-    """From Label Studio's JSON export: each task's latest submitted, non-cancelled annotation.
+    """From Label Studio's JSON export: each annotator's latest submitted, non-cancelled annotation
+    of each task, as (where, id, answer, annotator) rows, a task's latest last.
 
-    Its answer is the first result whose `value` holds `choices` or `text` (a list of strings).
+    Its answer is the first result whose `value` holds `choices` or `text` (a list of strings);
+    its annotator is `completed_by` (the user's email where the export holds the user, else
+    "label-studio user N"), None where the export does not say.
     """
     if not isinstance(tasks, list):
         raise StarError(f"{where}: not a Label Studio export (expected a list of tasks)")
@@ -231,12 +242,33 @@ def label_studio_answers(tasks, where: str) -> list[AnswerRow]:
         if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
             raise StarError(f"{task_where}: annotations are not a list of objects")
         submitted = [a for a in annotations if not a.get("was_cancelled") and a.get("result")]
-        if not submitted:
-            continue  # not labeled yet: stays queued
-        latest = max(submitted, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                               a["id"] if isinstance(a.get("id"), int) else -1))
-        found.append((task_where, item["data"].get("id"), _annotation_answer(latest, task_where)))
+        latest: dict[str | None, dict] = {}
+        for annotation in sorted(submitted, key=_annotation_time):  # not labeled yet (none): stays queued
+            latest[_annotation_author(annotation, task_where)] = annotation
+        for annotator, annotation in sorted(latest.items(), key=lambda item: _annotation_time(item[1])):
+            found.append(answer_row(task_where, item["data"].get("id"), _annotation_answer(annotation, task_where),
+                                    annotator))
     return found
+
+
+def _annotation_time(annotation: dict) -> tuple:
+    return (str(annotation.get("updated_at") or annotation.get("created_at") or ""),
+            annotation["id"] if isinstance(annotation.get("id"), int) else -1)
+
+
+def _annotation_author(annotation: dict, where: str) -> str | None:
+    """Who made an annotation: `completed_by`, a user id or (in some exports) the user object."""
+    author = annotation.get("completed_by")
+    if isinstance(author, dict):
+        author = author.get("email") or author.get("username") or author.get("id")
+        if isinstance(author, str) and author.strip():
+            return author.strip()
+    if author is None:
+        return None
+    if isinstance(author, bool) or not isinstance(author, int):
+        raise StarError(f"{where}: annotation {annotation.get('id')}: completed_by is {str(author)[:40]!r}, "
+                        "not a user id")
+    return f"label-studio user {author}"
 
 
 def _annotation_answer(annotation: dict, where: str):

@@ -9,16 +9,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
+
+# The random stream of the simulated annotator's errors (al/streams.py numbers the run's others).
+NOISE_STREAM = 6
+
 
 @dataclass(frozen=True)
 class Label:
     """One answer for one example: `answer` is what accuracy compares (e.g. "positive", "42");
     `target` the text training teaches after the prompt, when the labeler gave one (a
-    worked solution), else the task renders it from the answer."""
+    worked solution), else the task renders it from the answer; `annotator` who gave it, when
+    named (None: the one anonymous annotator, and every simulated one)."""
 
     id: int
     answer: str
     target: str | None = None
+    annotator: str | None = None
 
 
 @dataclass
@@ -49,15 +56,41 @@ class Oracle(ABC):
 
 
 class GoldOracle(Oracle):
-    """Simulation: the dataset's gold answer (and its training target) labels every queried example."""
+    """Simulation: the dataset's gold answer (and its training target) labels every queried example.
+
+    With `noise` P > 0 it is an annotator who errs: each example's label is, with probability
+    P, another of its possible answers (the task's other labels, or a choice task's other
+    candidates), chosen uniformly; the draw depends only on the run's `seed` and the example's
+    id, so a resumed run, and every strategy of a seed, sees the same annotator.
+    """
 
     simulated = True
     source = "gold"
+    noise, seed, labels = 0.0, 0, ()
+
+    def __init__(self, noise: float = 0.0, seed: int = 0, labels: tuple[str, ...] = ()):
+        self.noise, self.seed, self.labels = noise, seed, tuple(labels)
+        if noise:
+            self.source = "noisy-gold"
 
     def label(self, batch: Batch) -> list[Label]:
+        from star_al.errors import StarError
+
         missing = [ex.id for ex in batch.examples if ex.gold is None]
         if missing:
+            raise StarError(f"the pool has no answers for ids {missing[:5]}: run with --labels human")
+        if not self.noise:
+            return [Label(ex.id, ex.gold, ex.target) for ex in batch.examples]
+        return [self._noisy(ex) for ex in batch.examples]
+
+    def _noisy(self, example) -> Label:
+        rng = np.random.default_rng([self.seed, NOISE_STREAM, int(example.id)])
+        if rng.random() >= self.noise:
+            return Label(example.id, example.gold, example.target)
+        others = [answer for answer in (example.choices or self.labels) if answer != example.gold]
+        if not others:
             from star_al.errors import StarError
 
-            raise StarError(f"the pool has no answers for ids {missing[:5]}: run with --labels human")
-        return [Label(ex.id, ex.gold, ex.target) for ex in batch.examples]
+            raise StarError(f"oracle noise needs answers to err to: example {example.id} has none but its gold "
+                            "answer (a task with labels or per-example choices)")
+        return Label(example.id, others[int(rng.integers(len(others)))])  # the task renders its target

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import NamedTuple
 
 from star_al.data.tasks import normalize_number
 from star_al.errors import StarError
@@ -42,11 +43,34 @@ class HumanOracle(Oracle):
                              f"then: star label {run} FILE{pulls} && star resume {run}")
 
 
-def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> tuple[list[Label], int]:
-    """The whole file's labels and how many of its rows are left empty (not labelled yet), or a
-    StarError naming every bad row (nothing is kept then)."""
-    problems, labels, seen, n_empty = [], [], {}, 0
-    for where, raw_id, raw_answer in rows:
+class CheckedAnswers(NamedTuple):
+    """A file's labels to keep, its rows left empty (not labelled yet), and its rows the ledger
+    holds already (the same id, annotator and answer: skipped, so a file is imported again as
+    it fills)."""
+
+    labels: list[Label]
+    empty: int
+    same: int
+
+
+def check_answers(task, rows, allowed_ids: set[int], given: dict[tuple[int, str | None], str],
+                  annotator: str | None = None, one_per_example: bool = True) -> CheckedAnswers:
+    """The whole file's new labels, or a StarError naming every bad row (nothing is kept then).
+
+    `rows` are (where, id, answer) or (where, id, answer, annotator); a row without its own
+    annotator is `annotator`'s (None: the anonymous one). `given` is the ledger's answers by
+    (id, annotator). A label never replaces one: an annotator's other answer for an id they
+    labelled is refused, and so, when the run takes one label per example, is any second
+    label for an id. Where one place answers an id several times (a Label Studio task
+    annotated by several people) and the run takes one label per example, the last answers.
+    """
+    rows = [tuple(row) for row in rows]
+    if one_per_example:
+        last = {(row[0], str(row[1])): n for n, row in enumerate(rows)}
+        rows = [row for n, row in enumerate(rows) if last[(row[0], str(row[1]))] == n]
+    labeled_by = {example_id: who for example_id, who in given}
+    problems, labels, seen, n_empty, n_same = [], [], {}, 0, 0
+    for where, raw_id, raw_answer, *named in rows:
         try:
             example_id = int(raw_id)
             if str(raw_id).strip() != str(example_id):
@@ -54,29 +78,41 @@ def check_answers(task, rows, allowed_ids: set[int], labeled: set[int]) -> tuple
         except (TypeError, ValueError):
             problems.append(f"{where}: id {raw_id!r} is not an example id")
             continue
+        who = str(named[0]).strip() if named and named[0] is not None and str(named[0]).strip() else annotator
+        by = f" by {who}" if who is not None else ""
         answer = "" if raw_answer is None else str(raw_answer).strip()
-        if example_id in seen:
-            problems.append(f"{where}: id {example_id} appears twice (also {seen[example_id]})")
-        elif example_id in labeled:
-            problems.append(f"{where}: id {example_id} is labeled already (a label is never replaced)")
+        canonical = (task._match_label(answer) if task.answer_type == "label"
+                     else normalize_number(answer) if task.answer_type == "number" else answer)
+        if (example_id, who) in seen:
+            problems.append(f"{where}: id {example_id}{by} appears twice (also {seen[example_id, who]})")
         elif example_id not in allowed_ids:
-            problems.append(f"{where}: id {example_id} is not in the batch waiting for labels")
+            problems.append(f"{where}: id {example_id} is labeled already (a label is never replaced)"
+                            if example_id in labeled_by else f"{where}: id {example_id} is not in the batch "
+                                                             "waiting for labels")
         elif not answer:
             n_empty += 1  # not labelled yet: stays in the batch
-        elif task.answer_type == "label" and task._match_label(answer) is None:
+        elif task.answer_type == "label" and canonical is None:
             problems.append(f"{where}: id {example_id}: answer {answer!r} is not one of the labels "
                             f"({', '.join(task.labels)})")
-        elif task.answer_type == "number" and normalize_number(answer) is None:
+        elif task.answer_type == "number" and canonical is None:
             problems.append(f"{where}: id {example_id}: answer {answer!r} is not a number")
+        elif (example_id, who) in given:
+            if given[example_id, who] == canonical:
+                n_same += 1  # in the ledger already, as given
+            else:
+                problems.append(f"{where}: id {example_id}{by} was answered {given[example_id, who]!r} already, "
+                                f"not {canonical!r} (a label is never replaced)")
+        elif one_per_example and example_id in labeled_by:
+            first = labeled_by[example_id]
+            problems.append(f"{where}: id {example_id} is labeled already" + (f" by {first}" if first else "")
+                            + " (this run takes one label per example: --annotators N for more)")
         else:
-            canonical = (task._match_label(answer) if task.answer_type == "label"
-                         else normalize_number(answer) if task.answer_type == "number" else answer)
-            labels.append(Label(example_id, canonical))
-        seen.setdefault(example_id, where)
+            labels.append(Label(example_id, canonical, annotator=who))
+        seen.setdefault((example_id, who), where)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise StarError(f"nothing imported, {len(problems)} bad row(s): {shown}")
-    if not labels:
+    if not labels and not n_same:
         raise StarError("nothing imported: the file has no labeled rows"
                         + (f" ({n_empty} with an empty answer)" if n_empty else ""))
-    return labels, n_empty
+    return CheckedAnswers(labels, n_empty, n_same)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from star_al.labeling.oracle import Batch
 
-# (where, id, answer) of one answered row, as a file or a tool gives it back (checked later).
-AnswerRow = tuple[str, object, object]
+# (where, id, answer) of one answered row, as a file or a tool gives it back (checked later), or
+# (where, id, answer, annotator) where the row says who answered (None: it does not).
+AnswerRow = tuple[str, object, object] | tuple[str, object, object, object]
 
 
 class LabellingTool(ABC):
