@@ -230,13 +230,15 @@ def cmd_label(args) -> None:
     from star_al.runs import import_labels, labels_from
 
     done = import_labels(args.run_dir, labels_from(args.run_dir, args.file, args.tool),
-                         "label-studio" if args.tool == "label-studio" else "person")
+                         "label-studio" if args.tool == "label-studio" else "person", annotator=args.annotator)
     from star_al.runs import status
 
     waiting = status(args.run_dir)
     empty = f"; {done.empty} row(s) with an empty answer, not labelled yet" if done.empty else ""
-    print(f"imported {done.imported} labels for round {waiting.waiting_round}{empty}; "
-          f"{done.left} of {len(waiting.waiting_ids)} left")
+    same = f"; {done.same} row(s) already in the ledger, skipped" if done.same else ""
+    tied = f" ({done.tied} tied between annotators: one more annotator decides)" if done.tied else ""
+    print(f"imported {done.imported} labels for round {waiting.waiting_round}{empty}{same}; "
+          f"{done.left} of {len(waiting.waiting_ids)} left{tied}")
     print(f"next: star resume {shlex.quote(str(args.run_dir))}" + (" (or --partial to train on what is there)"
                                                                     if done.left else ""))
 
@@ -258,8 +260,12 @@ def cmd_status(args) -> None:
         files = f" (files in {shlex.quote(str(Path(args.run_dir) / 'to_label'))})" if config.labels == "human" else ""
         print(f"round {state.waiting_round} batch: {state.waiting_labeled} of {len(state.waiting_ids)} labeled, "
               f"{left} left" + files)
+        if state.tied:
+            print(f"tied between annotators, waiting for one more: id(s) {', '.join(map(str, state.tied))}")
     elif state.finished:
         print("finished")
+    for agreed in state.agreement:  # with several annotators: how far they agree, and where they do not
+        print(f"agreement, round {agreed.round}: {agreed.describe()}")
 
 
 def cmd_export_adapter(args) -> None:

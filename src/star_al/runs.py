@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from star_al.al.loop import ActiveLearningRun
@@ -28,6 +28,7 @@ from star_al.data.tasks import default_data_root, load_examples, resolve_data_di
 from star_al.engine.distributed import Execution, Processes
 from star_al.errors import StarError
 from star_al.estimates import SweepClock
+from star_al.labeling.agreement import Agreement, agreement_by_round
 from star_al.labeling.batch_files import read_answers
 from star_al.labeling.ledger import LabelLedger
 from star_al.labeling.people import AwaitingLabels, HumanOracle, check_answers
@@ -159,9 +160,10 @@ def load_model(model, machine: Machine = Machine(), processes: Processes | None 
 
 
 def default_run_dir(root: str | Path, config: RunConfig) -> Path:
-    """runs/TASK/STRATEGY[-METHOD]/seed-N[-train-M]: where `star run` and `star sweep` put a run."""
+    """runs/TASK/STRATEGY[-METHOD][-noiseP]/seed-N[-train-M]: where `star run` and `star sweep` put a run."""
     task = Path(config.task).stem if config.task.endswith((".yaml", ".yml")) else config.task
-    strategy = config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
+    strategy = (config.strategy + ("" if config.finetune == "lora" else f"-{config.finetune}")
+                + (f"-noise{config.oracle_noise:g}" if config.oracle_noise else ""))
     train = "" if config.train_seed is None else f"-train-{config.train_seed}"
     return Path(root) / task / strategy / f"seed-{config.seed}{train}"
 
@@ -291,23 +293,31 @@ def _sweep_clock(configs, run_dirs, backbone, machine, data_root, processes) -> 
 
 @dataclass(frozen=True)
 class LabelsImported:
-    """What `import_labels` kept: `imported` labels, `left` ids of the batch still without a label,
-    `empty` rows of the file whose answer was empty (not labelled yet; counted in `left`)."""
+    """What `import_labels` kept: `imported` labels, `left` ids of the batch still without a
+    (resolved) label, `empty` rows of the file whose answer was empty (not labelled yet; counted
+    in `left`), `same` rows the ledger held already (skipped), and of the `left`, `tied` ones
+    whose annotators disagree with no answer ahead (they wait for one more annotator)."""
 
     imported: int
     left: int
     empty: int
+    same: int = 0
+    tied: int = 0
 
 
-def import_labels(out: str | Path, rows, source: str, task=None) -> LabelsImported:
+def import_labels(out: str | Path, rows, source: str, task=None, annotator: str | None = None) -> LabelsImported:
     """Add people's answers for the batch the run at `out` waits on, into its label ledger.
 
-    `rows` are (where, id, answer) rows: a labels file read by `read_answers`, a tool's
-    pull, or Learner.teach's. A row with an empty answer is not labelled yet: skipped and
-    counted. The rest is checked whole first (unknown ids, ids of another batch,
-    duplicates, answers outside the task's labels, numbers that do not parse, each named
-    by row) and nothing is kept from a refused set.
+    `rows` are (where, id, answer) rows, or (where, id, answer, annotator): a labels file
+    read by `read_answers`, a tool's pull, or Learner.teach's; `annotator` names who gave
+    the rows that do not say (a run that takes several annotators per example needs one).
+    A row with an empty answer is not labelled yet: skipped and counted; a row the ledger
+    holds already (same id, annotator and answer) is skipped, so a file is imported again
+    as it fills. The rest is checked whole first (unknown ids, ids of another batch,
+    duplicates, answers outside the task's labels, numbers that do not parse, a second
+    answer of one annotator, each named by row) and nothing is kept from a refused set.
     """
+    rows = list(rows)
     run_dir = RunDir(out)
     with run_dir.locked():
         config = run_dir.read_config()
@@ -315,12 +325,23 @@ def import_labels(out: str | Path, rows, source: str, task=None) -> LabelsImport
         if pending is None:
             raise StarError(f"{run_dir.path}: no batch is waiting for labels "
                             f"(star status {shlex.quote(str(run_dir.path))})")
-        ledger = LabelLedger(run_dir.labels_path)
-        labeled = set(ledger.labels())
-        labels, n_empty = check_answers(task or load_task(config.task), rows, set(pending["ids"]), labeled)
-        ledger.append(labels, pending["round"], source)
-    done = labeled | {label.id for label in labels}
-    return LabelsImported(len(labels), len([i for i in pending["ids"] if i not in done]), n_empty)
+        if annotator is not None and not (isinstance(annotator, str) and annotator.strip()):
+            raise StarError(f"annotator {annotator!r}: give a name")
+        annotator = annotator.strip() if annotator is not None else None
+        unnamed = [row[0] for row in rows if annotator is None and not (len(row) > 3 and row[3])]
+        if config.annotators > 1 and unnamed:
+            raise StarError(f"{unnamed[0]}: this run takes {config.annotators} annotators per example: say who "
+                            "labelled (star label RUN FILE --annotator NAME, or an annotator column)")
+        ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
+        given = {(entry["id"], entry.get("annotator")): entry["answer"] for entry in ledger.read()}
+        checked = check_answers(task or load_task(config.task), rows, set(pending["ids"]), given, annotator,
+                                one_per_example=config.annotators == 1)
+        if checked.labels:
+            ledger.append(checked.labels, pending["round"], source)
+        resolution = ledger.resolution()
+    left = [i for i in pending["ids"] if i not in resolution.labels]
+    return LabelsImported(len(checked.labels), len(left), checked.empty, checked.same,
+                          len([i for i in left if i in resolution.ties]))
 
 
 def labels_from(out: str | Path, file: str | Path | None = None, tool: str | None = None) -> list[AnswerRow]:
@@ -371,18 +392,24 @@ class RunStatus:
     waiting_labeled: int
     finished: bool
     batches: list[BatchStatus]
+    agreement: list[Agreement] = field(default_factory=list)  # per round, where two annotators labelled one example
+    tied: list[int] = field(default_factory=list)             # waiting ids whose annotators tie: one more needed
 
 
 def status(out: str | Path) -> RunStatus:
     run_dir = RunDir(out)
     config = run_dir.read_config()
     pending = run_dir.read_pending()
-    labeled = LabelLedger(run_dir.labels_path).labels()
+    ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
+    entries = ledger.read()
+    resolution = ledger.resolution(entries=entries)
+    labeled = resolution.labels
     rounds = run_dir.read_rounds()
     ids = list(pending["ids"]) if pending is not None else []
     return RunStatus(config, rounds, len(labeled), pending["round"] if pending is not None else None,
                      ids, len([i for i in ids if i in labeled]), run_dir.is_finished(),
-                     _batches(run_dir, rounds, pending, labeled) if config.labels == "human" else [])
+                     _batches(run_dir, rounds, pending, labeled) if config.labels == "human" else [],
+                     agreement_by_round(entries), [i for i in ids if i in resolution.ties])
 
 
 def _batches(run_dir: RunDir, rounds: list[RoundRecord], pending: dict | None, labeled: dict) -> list[BatchStatus]:
