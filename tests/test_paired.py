@@ -179,3 +179,102 @@ def test_a_run_records_each_rounds_correct_sentences(tiny_backbone, data_root, t
                           np.array([unpack_correct(r.test_correct, 10) for r in rounds]))
     assert [float(unpack_correct(r.test_correct, 10).mean()) for r in rounds] == \
         [pytest.approx(r.accuracy) for r in rounds]
+
+
+# ---------------------------------------------------------------- multiplicity and equivalence
+
+def test_t_test_p_of_known_differences():
+    # d = 1, 2, 3: t = 2 / (1 / sqrt 3) = sqrt 12 on 2 df, whose two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12/14)
+    assert paired.t_test_p(3, 2.0, 1.0) == pytest.approx(1 - (12 / 14) ** 0.5)
+    assert paired.compare({s: 0.5 + 0.01 * s for s in (1, 2, 3)}, {s: 0.5 for s in (1, 2, 3)}).p == \
+        pytest.approx(1 - (12 / 14) ** 0.5)
+    assert paired.t_test_p(3, 1.0, 0.0) == 0.0 and paired.t_test_p(3, 0.0, 0.0) == 1.0
+    assert paired.t_test_p(1, 2.0, 0.0) is None
+
+
+def test_holm_multiplies_the_jth_smallest_p_by_m_minus_j_plus_1_and_keeps_the_order():
+    # sorted 0.01, 0.03, 0.04: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 raised to the 0.06 before it
+    assert paired.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert paired.holm([0.5, 0.2]) == pytest.approx([0.5, 0.4])  # 2 x 0.2 = 0.4, then 0.5
+    assert paired.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert paired.holm([0.02]) == pytest.approx([0.02])           # one test: nothing to adjust
+
+
+def test_holm_levels_follow_the_step_down_and_stop_where_it_stops():
+    # 0.01 < 0.05/3 is rejected at level 1 - 0.05/3; 0.03 >= 0.05/2 is not, and from there every level is 1 - 0.05/2
+    assert paired.holm_levels([0.01, 0.04, 0.03]) == pytest.approx([1 - 0.05 / 3, 0.975, 0.975])
+    # the smallest p already fails (0.03 >= 0.05/3): every level stays 1 - 0.05/3, though 0.045 < 0.05 alone
+    assert paired.holm_levels([0.03, 0.04, 0.045]) == pytest.approx([1 - 0.05 / 3] * 3)
+    assert paired.holm_levels([0.02, 0.024]) == pytest.approx([0.975, 0.95])  # both rejected
+
+
+def test_tost_of_known_differences():
+    # d = 1, 2, 3 (mean 2, se 1/sqrt 3) on 2 df, where F(t) = 1/2 + t / (2 sqrt(t^2 + 2)):
+    # margin 4: max(P(T >= 6 sqrt 3), P(T <= -2 sqrt 3)) = 1/2 - sqrt(12/14)/2 = 0.0371 (90% interval [0.31, 3.69])
+    assert paired.tost_p(3, 2.0, 1.0, 4.0) == pytest.approx(0.5 - (12 / 14) ** 0.5 / 2)
+    # margin 3.5: P(T <= -1.5 sqrt 3) = 1/2 - sqrt(6.75/8.75)/2 = 0.0608: the 90% interval reaches past 3.5
+    assert paired.tost_p(3, 2.0, 1.0, 3.5) == pytest.approx(0.5 - (6.75 / 8.75) ** 0.5 / 2)
+    assert paired.tost_p(3, 1.0, 0.0, 2.0) == 0.0 and paired.tost_p(3, 3.0, 0.0, 2.0) == 1.0
+    assert paired.tost_p(1, 0.0, 0.0, 2.0) is None
+
+
+def test_holm_family_intervals_exclude_zero_exactly_where_holm_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        family = [paired.compare({s: 0.01 * x for s, x in enumerate(rng.normal(shift, 1.0, 4))}, dict.fromkeys(range(4), 0.0))
+                  for shift in rng.normal(0, 1.5, 6)]
+        for stat in paired.holm_family(family):
+            lo, hi = stat.holm_interval
+            assert (lo > 0 or hi < 0) == (stat.p_holm < paired.ALPHA)
+            assert stat.p_holm >= stat.p and stat.holm_level >= 0.95
+            assert lo <= stat.t_interval[0] and stat.t_interval[1] <= hi
+
+
+def make_family(root):
+    """sst2 on 3 seeds, flat curves: me - random = 1, 2, 3 points; me+star - random = 1, 1, 1; me+star - me = 0, -1, -2."""
+    for seed, base in enumerate([0.60, 0.70, 0.80]):
+        make_run(root, "sst2", "random", seed, [base] * 3)
+        make_run(root, "sst2", "me", seed, [base + 0.01 * (seed + 1)] * 3)
+        make_run(root, "sst2", "me+star", seed, [base + 0.01] * 3)
+
+
+def test_the_report_adjusts_its_comparisons_by_holm_and_tests_equivalence_by_tost(tmp_path):
+    root = tmp_path / "runs"
+    make_family(root)
+    rows = {(s, r): stat for _, s, r, stat in paired_rows(find_runs([root]), margin=3.0)}
+    # raw p: me - random 1 - sqrt(12/14) = 0.0742; me+star - random 0 (no spread); me+star - me (t = sqrt 3)
+    # 1 - sqrt(3/5) = 0.2254. Holm: 3 x 0 = 0, 2 x 0.0742 = 0.1484, 1 x 0.2254 = 0.2254.
+    assert rows[("me", "random")].p_holm == pytest.approx(2 * (1 - (12 / 14) ** 0.5))
+    assert rows[("me+star", "me")].p_holm == pytest.approx(1 - 0.6 ** 0.5)
+    assert rows[("me+star", "random")].p_holm == pytest.approx(0.0, abs=1e-9)
+    # me - random is Holm's first non-rejection (rank 2): it and rank 3 take level 1 - 0.05/2, whose t on 2 df is
+    # a sqrt(2 / (1 - a^2)) with a = 0.975: 6.2053, times se 1/sqrt 3 = 3.5827
+    half = 0.975 * (2 / (1 - 0.975 ** 2)) ** 0.5 / 3 ** 0.5
+    assert rows[("me", "random")].holm_interval == pytest.approx((2 - half, 2 + half))
+    assert rows[("me+star", "me")].holm_interval == pytest.approx((-1 - half, -1 + half))
+    # TOST at ±3: me - random max(P(T >= 5 sqrt 3), P(T <= -sqrt 3)) = 1/2 - sqrt(3/5)/2 = 0.1127;
+    # me+star - me: P(T >= 2 sqrt 3) = 1/2 - sqrt(12/14)/2 = 0.0371 alone, but Holm makes it 2 x 0.0371 = 0.0742
+    assert rows[("me", "random")].tost_p == pytest.approx(0.5 - 0.6 ** 0.5 / 2)
+    assert rows[("me+star", "me")].tost_p == pytest.approx(0.5 - (12 / 14) ** 0.5 / 2)
+    assert rows[("me+star", "me")].tost_p_holm == pytest.approx(1 - (12 / 14) ** 0.5)
+    assert [rows[key].equivalent for key in (("me", "random"), ("me+star", "random"), ("me+star", "me"))] == \
+        [False, True, False]
+    text = write_report([root], tmp_path / "out", equivalence_margin=3.0)
+    assert "m = 3 comparisons" in text and "1 - 0.05/(m - j + 1)" in text
+    assert f"| sst2 | me - random | 3 | +2.00 | 1.00 | [-0.48, +4.48] | 0.074 | 0.148 | [{2 - half:+.2f}, {2 + half:+.2f}] |" \
+        in text
+    assert "| sst2 | me+star - random | 3 | +1.00 | [+1.00, +1.00] | <0.001 | <0.001 | within ±3 |" in text
+    assert "| sst2 | me+star - me | 3 | -1.00 | [-2.69, +0.69] | 0.037 | 0.074 | not shown |" in text
+    assert "Equivalence within ±3" not in write_report([root], tmp_path / "out")
+
+
+def test_star_report_takes_an_equivalence_margin_and_refuses_a_bad_one(tmp_path, capsys):
+    from star_al.cli import main
+
+    root = tmp_path / "runs"
+    make_family(root)
+    assert main(["report", str(root), "--equivalence-margin", "3", "--out", str(tmp_path / "out")]) == 0
+    assert "Equivalence within ±3 AUC points" in (tmp_path / "out" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["report", str(root), "--equivalence-margin", "0", "--out", str(tmp_path / "out")]) == 1
+    assert "equivalence margin must be a positive" in capsys.readouterr().err

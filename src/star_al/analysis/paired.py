@@ -9,13 +9,18 @@ For each pair of strategies the report gives the mean per-seed AUC difference wi
   sentences each seed's two runs were evaluated on, together),
 and the number of seeds a difference of that size would need for the t interval to
 exclude zero, given the measured spread.
+
+A report tests many differences at once, so each also gets its paired t test's p, Holm's
+step-down adjustment of it over the comparisons printed together (holm_family), and, given
+an equivalence margin, two one-sided tests (TOST) of whether the difference lies within it:
+"no effect" is a claim that needs its own test, not an interval that happens to be narrow.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,19 @@ class PairedDifference:
     seeds_needed: int | None          # None: the mean is 0 or the spread unknown
     sentence_interval: tuple[float, float] | None = None
     seeds_for_width: int | None = None  # seeds for a t interval of ±WIDTH; None: spread unknown
+    p: float | None = None             # two-sided paired t test of a zero mean; None under two pairs
+    # Set by holm_family over the comparisons reported together (None outside a family or under two pairs):
+    p_holm: float | None = None
+    holm_level: float | None = None
+    holm_interval: tuple[float, float] | None = None
+    margin: float | None = None        # the equivalence margin tested, in the differences' units
+    tost_p: float | None = None
+    tost_p_holm: float | None = None
+    equivalent: bool | None = None     # Holm-adjusted TOST p below alpha
+
+
+# The report's error rate: 95% intervals, tests at 0.05.
+ALPHA = 0.05
 
 
 # The half-width a comparison is run until (the science study's target: ±1 AUC point).
@@ -61,8 +79,97 @@ def t_interval(differences, level: float = 0.95) -> tuple[float, float] | None:
     d = np.asarray(differences, dtype=float)
     if d.size < 2:
         return None
-    half = _half_width(float(d.std(ddof=1)), d.size, level)
-    return float(d.mean() - half), float(d.mean() + half)
+    return interval_of(d.size, float(d.mean()), float(d.std(ddof=1)), level)
+
+
+def interval_of(n: int, mean: float, sd: float | None, level: float) -> tuple[float, float] | None:
+    """The t interval at `level` from a comparison's n, mean and sd; None under two pairs."""
+    if n < 2 or sd is None:
+        return None
+    half = _half_width(sd, n, level)
+    return float(mean - half), float(mean + half)
+
+
+def _standard_error(n: int, sd: float) -> float:
+    return sd / math.sqrt(n)
+
+
+def t_test_p(n: int, mean: float, sd: float) -> float | None:
+    """Two-sided p of the paired t test of a zero mean: 2 P(T_{n-1} >= |mean| / (sd / sqrt n)).
+    None under two pairs; with sd 0 the test is exact: 0 for a non-zero mean, 1 for zero."""
+    if n < 2:
+        return None
+    se = _standard_error(n, sd)
+    if se == 0:
+        return 0.0 if mean != 0 else 1.0
+    return float(2 * stats.t.sf(abs(mean) / se, n - 1))
+
+
+def tost_p(n: int, mean: float, sd: float, margin: float) -> float | None:
+    """p of two one-sided paired t tests (Schuirmann 1987) that the mean lies within ±margin:
+    the larger of P(T_{n-1} >= (mean + margin) / se) (H0: mean <= -margin) and
+    P(T_{n-1} <= (mean - margin) / se) (H0: mean >= +margin). Below alpha exactly when both
+    reject, i.e. when the 1 - 2 alpha t interval lies inside (-margin, +margin)."""
+    if n < 2:
+        return None
+    se = _standard_error(n, sd)
+    if se == 0:
+        return 0.0 if abs(mean) < margin else 1.0
+    lower = stats.t.sf((mean + margin) / se, n - 1)
+    upper = stats.t.cdf((mean - margin) / se, n - 1)
+    return float(max(lower, upper))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's (1979) step-down adjusted p: with the m p sorted ascending, the j-th (from 1)
+    becomes max over i <= j of min(1, (m - i + 1) p_(i)). Rejecting where the adjusted p is
+    below alpha keeps the chance of any false rejection among the m at most alpha."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (p.size - np.arange(p.size)) * p[order])
+    adjusted = np.empty(p.size)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+def holm_levels(p_values, alpha: float = ALPHA) -> list[float]:
+    """The confidence level of each comparison's Holm interval: 1 - alpha / (m - j + 1), j its
+    rank by raw p (smallest first), where Holm's step-down compares it; from the first
+    comparison Holm does not reject on, every later one keeps that comparison's level. So a
+    two-sided t interval at this level excludes 0 exactly where holm() is below alpha. The
+    intervals are not simultaneous (Bonferroni's 1 - alpha / m would be); they are Holm's
+    decisions with the effect sizes they allow."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    levels = np.empty(p.size)
+    divisor = None  # set at the first comparison Holm does not reject
+    for rank, index in enumerate(order):
+        here = p.size - rank
+        if divisor is None and p[index] >= alpha / here:
+            divisor = here
+        levels[index] = 1 - alpha / (divisor if divisor is not None else here)
+    return levels.tolist()
+
+
+def holm_family(differences, alpha: float = ALPHA, margin: float | None = None) -> list[PairedDifference]:
+    """The differences with Holm's adjusted p and interval over all of them that have a t test,
+    and, given a margin, each one's TOST p, Holm-adjusted over the same ones, and the verdict
+    `equivalent` (adjusted TOST p below alpha). Differences under two pairs stay outside the
+    family, their fields None."""
+    differences = list(differences)
+    tested = [i for i, d in enumerate(differences) if d.p is not None]
+    result = [replace(d, margin=margin) for d in differences]
+    if not tested:
+        return result
+    p_values = [differences[i].p for i in tested]
+    for i, p_holm, level in zip(tested, holm(p_values), holm_levels(p_values, alpha)):
+        d = result[i]
+        result[i] = replace(d, p_holm=p_holm, holm_level=level, holm_interval=interval_of(d.n, d.mean, d.sd, level))
+    if margin is not None:
+        tost = [tost_p(result[i].n, result[i].mean, result[i].sd, margin) for i in tested]
+        for i, p_value, p_holm in zip(tested, tost, holm(tost)):
+            result[i] = replace(result[i], tost_p=p_value, tost_p_holm=p_holm, equivalent=p_holm < alpha)
+    return result
 
 
 def paired_bootstrap(differences, level: float = 0.95, n_boot: int = 10000, seed: int = 0) -> tuple[float, float] | None:
@@ -108,7 +215,8 @@ def compare(aucs_a: dict, aucs_b: dict, scale: float = 100.0, level: float = 0.9
     sd = float(d.std(ddof=1)) if d.size > 1 else None
     return PairedDifference(len(seeds), float(d.mean()), sd, t_interval(d, level), paired_bootstrap(d, level),
                             seeds_needed(float(d.mean()), sd, level) if sd is not None else None,
-                            seeds_for_width=seeds_for_width(sd, WIDTH, level) if sd is not None else None)
+                            seeds_for_width=seeds_for_width(sd, WIDTH, level) if sd is not None else None,
+                            p=t_test_p(len(seeds), float(d.mean()), sd) if sd is not None else None)
 
 
 def read_correct(run_path: Path, rounds: list[dict]) -> np.ndarray | None:

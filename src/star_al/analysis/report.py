@@ -49,13 +49,14 @@ class Run:
     @property
     def strategy(self) -> str:
         """The recipe, with the adapter method where it is not LoRA (me+star-dora) and the warm
-        start where it is not random (me+star-warm:me+kmeans), so one report can set them side
-        by side; full fine-tuning keeps the plain name, which `star figure1` pairs with the LoRA
-        runs'."""
+        start where it is not random (me+star-warm:me+kmeans), and the simulated annotator's error
+        rate where it errs (me+star-noise:0.2), so one report can set them side by side; full
+        fine-tuning keeps the plain name, which `star figure1` pairs with the LoRA runs'."""
         method = self.config.get("finetune", "lora")
         warm = self.config.get("warm_start_by", "random")
+        noise = self.config.get("oracle_noise") or 0
         return (str(self.config["strategy"]) + ("" if method in ("lora", "full") else f"-{method}")
-                + ("" if warm == "random" else f"-warm:{warm}"))
+                + ("" if warm == "random" else f"-warm:{warm}") + (f"-noise:{noise:g}" if noise else ""))
 
     @property
     def seed(self):
@@ -244,8 +245,11 @@ def markdown_table(rows, baseline: str = "random") -> str:
     return caption + "\n\n" + markdown_grid(["method"] + tasks, body)
 
 
-def paired_rows(runs, references=("random", "me")) -> list[tuple[str, str, str, paired.PairedDifference]]:
-    """(task, strategy, reference, statistics) for every strategy against each reference present."""
+def paired_rows(runs, references=("random", "me"),
+                margin: float | None = None) -> list[tuple[str, str, str, paired.PairedDifference]]:
+    """(task, strategy, reference, statistics) for every strategy against each reference present,
+    Holm-adjusted over all of them (and tested for equivalence within ±margin points, if given):
+    the family is what one report prints."""
     groups = _group(runs)
     result = []
     for task in sorted({task for task, _ in groups}):
@@ -272,7 +276,8 @@ def paired_rows(runs, references=("random", "me")) -> list[tuple[str, str, str, 
                     pairs.append((a.curve()[0], correct_a, correct_b))
                 stat.sentence_interval = paired.sentence_bootstrap(pairs) if pairs else None
                 result.append((task, strategy, reference, stat))
-    return result
+    adjusted = paired.holm_family([stat for *_, stat in result], margin=margin)
+    return [(task, strategy, reference, stat) for (task, strategy, reference, _), stat in zip(result, adjusted)]
 
 
 def format_interval(interval) -> str:
@@ -280,27 +285,73 @@ def format_interval(interval) -> str:
     return "n/a" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
 
 
-def paired_table(runs, references=("random", "me")) -> str:
-    """The paired comparisons: AUC differences in points, per seed, with three intervals, of
-    every strategy against each of `references` present."""
-    rows = paired_rows(runs, tuple(references))
+def format_p(p: float | None) -> str:
+    """A p value for a table: three decimals, '<0.001' below that, 'n/a' where there is no test."""
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _family_size(rows) -> int:
+    return sum(stat.p is not None for *_, stat in rows)
+
+
+def paired_table(runs, references=("random", "me"), margin: float | None = None) -> str:
+    """The paired comparisons: AUC differences in points, per seed, with three intervals, the t
+    test's raw and Holm-adjusted p and the Holm interval, of every strategy against each of
+    `references` present; given a margin, a second table tests each for equivalence (TOST)."""
+    rows = paired_rows(runs, tuple(references), margin)
     if not rows:
         return ""
+    alpha = paired.ALPHA
     body = [[task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
-             "n/a" if stat.sd is None else f"{stat.sd:.2f}", format_interval(stat.t_interval),
+             "n/a" if stat.sd is None else f"{stat.sd:.2f}", format_interval(stat.t_interval), format_p(stat.p),
+             format_p(stat.p_holm), format_interval(stat.holm_interval),
              format_interval(stat.bootstrap_interval), format_interval(stat.sentence_interval),
              "n/a" if stat.seeds_needed is None else str(stat.seeds_needed),
              "n/a" if stat.seeds_for_width is None else str(stat.seeds_for_width)]
             for task, strategy, reference, stat in rows]
+    m = _family_size(rows)
     caption = ("AUC difference in points, paired by seed (same pool and test set, and the same warm start "
                "unless a run chooses its own): mean and "
-               "sd over seeds, 95% t interval, 95% paired bootstrap over seeds, 95% paired bootstrap over "
-               "test sentences (where predictions are on disk), the seeds a difference of this size "
+               f"sd over seeds, {1 - alpha:.0%} t interval and the two-sided p of the paired t test (raw, for this "
+               f"comparison alone); Holm's step-down adjustment over the m = {m} comparisons of this table that have "
+               f"a t test: the adjusted p, and the Holm interval, the t interval at level 1 - {alpha:g}/(m - j + 1) "
+               "for the comparison of rank j by raw p (smallest first), every comparison from the first one Holm "
+               f"does not reject on keeping that one's level, so that it excludes 0 exactly where the Holm p is "
+               f"below {alpha:g} (Holm's decisions with the effect sizes they allow; not simultaneous intervals, "
+               f"which Bonferroni's level 1 - {alpha:g}/m would give); {1 - alpha:.0%} paired bootstrap over seeds, "
+               f"{1 - alpha:.0%} paired bootstrap over test sentences (where predictions are on disk; neither is "
+               "adjusted), the seeds a difference of this size "
                f"needs for the t interval to exclude 0, and the seeds for a t interval of ±{paired.WIDTH:g} "
                "point at the measured sd.")
+    table = caption + "\n\n" + markdown_grid(
+        ["task", "comparison", "seeds", "mean", "sd", "t interval", "p", "Holm p", "Holm interval",
+         "seed bootstrap", "sentence bootstrap", "seeds needed", f"seeds for ±{paired.WIDTH:g}"], body)
+    if margin is None:
+        return table
+    return table + "\n\n" + equivalence_table(rows, margin)
+
+
+def equivalence_table(rows, margin: float) -> str:
+    """Each comparison of paired_rows(..., margin) tested for equivalence within ±margin points (TOST)."""
+    alpha = paired.ALPHA
+    level = 1 - 2 * alpha
+    body = []
+    for task, strategy, reference, stat in rows:
+        verdict = "n/a" if stat.equivalent is None else f"within ±{margin:g}" if stat.equivalent else "not shown"
+        body.append([task, f"{strategy} - {reference}", str(stat.n), f"{stat.mean:+.2f}",
+                     format_interval(paired.interval_of(stat.n, stat.mean, stat.sd, level)),
+                     format_p(stat.tost_p), format_p(stat.tost_p_holm), verdict])
+    caption = (f"Equivalence within ±{margin:g} AUC points, by two one-sided paired t tests (TOST, Schuirmann 1987): "
+               f"H0 mean <= -{margin:g} and H0 mean >= +{margin:g}, each one-sided at {alpha:g}; the TOST p is the "
+               f"larger of the two, below {alpha:g} exactly when the {level:.0%} t interval lies inside ±{margin:g}. "
+               f"Holm's adjustment of the TOST p over the same m = {_family_size(rows)} comparisons; \"within "
+               f"±{margin:g}\" only where the adjusted TOST p is below {alpha:g}, \"not shown\" elsewhere (which is no "
+               "evidence of a difference either).")
     return caption + "\n\n" + markdown_grid(
-        ["task", "comparison", "seeds", "mean", "sd", "t interval", "seed bootstrap", "sentence bootstrap",
-         "seeds needed", f"seeds for ±{paired.WIDTH:g}"], body)
+        ["task", "comparison", "seeds", "mean", f"{level:.0%} t interval", "TOST p", "Holm TOST p",
+         f"equivalent (±{margin:g})"], body)
 
 
 DEFAULT_STOPPING = "stability:0.99,uncertainty:0.5,plateau:1"
@@ -460,15 +511,19 @@ def write_points_csv(runs, path) -> None:
 
 
 def write_report(paths, out_dir, calibration: bool = False, include_unfinished: bool = False,
-                 baseline: str = "random", stopping: str | None = None, against=("random", "me")) -> str:
+                 baseline: str = "random", stopping: str | None = None, against=("random", "me"),
+                 equivalence_margin: float | None = None) -> str:
     """Find the runs under `paths`, write report.md, curves.png and points.csv into
     `out_dir`, and return the report's Markdown for the caller to print. The paired
-    comparisons set every strategy against each of `against`.
+    comparisons set every strategy against each of `against`, Holm-adjusted over all of
+    them; given `equivalence_margin` (AUC points), each is also tested for equivalence (TOST).
 
     Unfinished runs are left out of the table, curves and calibration unless
     include_unfinished; points.csv always lists every run, with a 'finished' column.
     """
     paths = _as_paths(paths)
+    if equivalence_margin is not None and not (np.isfinite(equivalence_margin) and equivalence_margin > 0):
+        raise StarError(f"the equivalence margin must be a positive number of AUC points, not {equivalence_margin}")
     all_runs = find_runs(paths)
     reported = [bool(run.rounds) and (include_unfinished or run.finished) for run in all_runs]
     runs = [run for run, keep in zip(all_runs, reported) if keep]
@@ -483,10 +538,15 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     write_points_csv(all_runs, out_dir / "points.csv")
 
     parts = ["# Active learning report", markdown_table(summarise(runs, baseline), baseline)]
-    comparisons = paired_table(runs, against)
+    comparisons = paired_table(runs, against, equivalence_margin)
     if comparisons:
         parts.append("## Paired comparisons\n\n" + comparisons)
     parts.append("## Time\n\n" + time_table(runs))
+    from star_al.analysis.annotators import agreement_table
+
+    agreed = agreement_table(runs)
+    if agreed:
+        parts.append("## Annotators\n\n" + agreed)
     if skipped:
         parts.append(f"Skipped {len(skipped)} unfinished run(s): "
                      + ", ".join(str(run.path) for run in skipped))
