@@ -187,7 +187,8 @@ def cmd_report(args) -> None:
         print(f"wrote {out / 'variance.md'}", file=sys.stderr)
         return
     print(write_report(args.runs, out, calibration=args.calibration, include_unfinished=args.include_unfinished,
-                       stopping=args.stopping, against=_split(args, "against")))
+                       stopping=args.stopping, against=_split(args, "against"),
+                       equivalence_margin=args.equivalence_margin))
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'points.csv'}", file=sys.stderr)
 
 

@@ -173,6 +173,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     rp.add_argument("--against", default="random,me", metavar="STRATEGIES",
                     help="the references of the paired comparisons: every strategy minus each of these "
                          "(default random,me)")
+    rp.add_argument("--equivalence-margin", type=float, default=None, metavar="POINTS",
+                    help="also test each paired comparison for equivalence within ±POINTS AUC points "
+                         "(two one-sided t tests, Holm-adjusted over the comparisons)")
     rp.add_argument("--variance", action="store_true",
                     help="split each round's variance into seed, training run (--train-seed) and test sample; "
                          "writes variance.md")
