@@ -151,12 +151,14 @@ class Learner:
                                 "the sizes are fixed when it is made (warm_start=..., query_size=...)")
             return self._run.query_next()
 
-    def teach(self, labels) -> int:
-        """Add answers for the waiting batch: {id: answer}, [(id, answer), ...] or [{"id":, "answer":}, ...].
+    def teach(self, labels, annotator: str | None = None) -> int:
+        """Add answers for the waiting batch: {id: answer}, [(id, answer), ...] or [{"id":, "answer":}, ...],
+        given by `annotator` (a learner made with annotators=N > 1 needs one each time).
 
         Checked whole as `star label` checks a file; nothing is kept from a refused call. An
-        empty answer ("" or None) is not a label yet. Returns how many of the batch are still
-        without a label (those with an empty answer among them).
+        empty answer ("" or None) is not a label yet; an answer the ledger holds already is
+        skipped. Returns how many of the batch are still without a label (those with an empty
+        answer, and with several annotators those not yet resolved, among them).
         """
         if isinstance(labels, dict):
             rows = [(f"teach[{key!r}]", key, value) for key, value in labels.items()]
@@ -169,7 +171,7 @@ class Learner:
                     rows.append((f"teach[{n}]", item[0], item[1]))
                 else:
                     raise StarError(f"teach[{n}]: give (id, answer) pairs or dicts with id and answer")
-        return import_labels(self.run_dir.path, rows, LABEL_SOURCE, task=self.task).left
+        return import_labels(self.run_dir.path, rows, LABEL_SOURCE, task=self.task, annotator=annotator).left
 
     def fit(self, partial: bool = False) -> RoundRecord:
         """Train a fresh adapter on every label so far, evaluate it (with a test set), and finish the round.

@@ -102,7 +102,8 @@ def resolve(entries: list[dict], annotators: int = 1, method: str = "majority",
     ready = {i: given for i, given in by_id.items()
              if not needs_more(list(Counter(e["answer"] for e in given).values()), annotators)}
     if method == "dawid-skene" and ready:
-        posteriors, _, _ = dawid_skene({i: {annotator_name(e): e["answer"] for e in given} for i, given in by_id.items()})
+        votes = {i: {annotator_name(e): e["answer"] for e in given} for i, given in by_id.items()}
+        posteriors, _, _ = dawid_skene(votes)
         answers = {i: _top(posteriors[i]) for i in ready}
     else:
         answers = {i: majority_vote([e["answer"] for e in given]) for i, given in ready.items()}
