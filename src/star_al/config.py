@@ -68,6 +68,8 @@ NUMERIC_RULES = {
     "n_rounds": (int, 0, None, True, None, False),
     "pool_size": (int, 1, None, True, None, True),
     "pool_subsample": (int, 0, None, True, None, True),      # 0 or None: score the whole pool
+    "large_pool": (int, 0, None, True, None, False),
+    "score_chunk": (int, 1, None, True, None, False),
     "test_limit": (int, 1, None, True, None, True),          # None: the whole test set
     "mc_passes": (int, 1, None, True, None, False),
     "b_decay_strength": (float, 0.0, None, True, None, False),
@@ -141,6 +143,12 @@ class RunConfig:
     pool_subsample: int | None = setting(None, "score only N random pool examples a round (0: the whole pool)",
                                          "--pool-subsample")
     test_limit: int | None = setting(None, "evaluate on the first N test examples (default: all)", "--test-limit")
+    large_pool: int = setting(100_000, "a pool of N examples or more is read from its file as needed (JSONL, Parquet, "
+                              "a saved dataset; indexed once, cached by content) and the base model scores only "
+                              "what a round scores, when it first needs it (0: every pool)", "--large-pool")
+    score_chunk: int = setting(10_000, "pool scoring is saved every N examples: a killed round resumes from its "
+                               "last finished chunk (a round scoring N or fewer is one unsaved pass, as always)",
+                               "--score-chunk")
     mc_passes: int = setting(3, "K passes for MC dropout", "--mc-passes")
     b_decay_strength: float = setting(0.5, "weight decay on LoRA's B when the strategy has L2 on B",
                                       "--b-decay-strength")

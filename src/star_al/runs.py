@@ -24,6 +24,7 @@ from star_al.al.run_dir import RunDir
 from star_al.al.streams import choose_pool
 from star_al.config import RunConfig, load_config_file
 from star_al.data.catalog import load_task
+from star_al.data.disk_pool import load_pool
 from star_al.data.tasks import default_data_root, load_examples, resolve_data_dir
 from star_al.engine.distributed import Execution, Processes
 from star_al.errors import StarError
@@ -93,16 +94,20 @@ def _default_root() -> str | None:
     return str(root) if root is not None else None
 
 
-def run_data(config: RunConfig, data_root: str | None = None, data: str | None = None):
+def run_data(config: RunConfig, data_root: str | None = None, data: str | None = None,
+             cache_root: Path | None = None):
     """A run's task, pool and test set.
 
     `data` given now wins (the run's data may have moved); the run's fingerprint check
-    refuses it if its content is not what the run started with.
+    refuses it if its content is not what the run started with. A pool file of
+    `config.large_pool` examples or more is read from disk as it is needed, through an
+    index kept in `cache_root` (data/disk_pool.py).
     """
     task = load_task(config.task)
     data_dir = data or (config.data_dir if config.data_dir and Path(config.data_dir).is_dir() else None)
     root = data_root or _default_root()
-    pool = load_examples(task, "train", data_root=root, data_dir=data_dir, require_answer=config.labels == "gold")
+    pool = load_pool(task, "train", config.large_pool, cache_root or default_cache_root(), data_root=root,
+                     data_dir=data_dir, require_answer=config.labels == "gold")
     test = load_examples(task, "test", data_root=root, data_dir=data_dir) if config.evaluate else []
     return task, pool, test[:config.test_limit] if config.test_limit else test
 
@@ -187,7 +192,7 @@ def _run(config, out, *, model=None, machine=Machine(), data_root=None, data=Non
     if label_studio and config.labels != "human":
         raise StarError("--label-studio sends the batches to people: it needs --labels human")
     run_dir = RunDir(out if out is not None else default_run_dir("runs", config))
-    task, pool, test = run_data(config, data_root, data)
+    task, pool, test = run_data(config, data_root, data, machine.cache_root)
     choose_pool(config, pool)  # a budget larger than the pool fails before the model loads
     tools = labelling_tools_for(run_dir.path, label_studio) if config.labels == "human" else []
     for tool in tools:  # a missing SDK, token or server is refused before the model loads or the pool is scored
@@ -274,7 +279,7 @@ def _sweep_clock(configs, run_dirs, backbone, machine, data_root, processes) -> 
         return None  # people set the pace
     rates, plans, base_seconds, bases = {}, [], 0.0, set()
     for config, run_dir in zip(configs, run_dirs):
-        task, pool, test = run_data(config, data_root, None)
+        task, pool, test = run_data(config, data_root, None, machine.cache_root)
         key = machine_key(backbone, task.name)
         if key not in rates:
             rates[key] = read_rates(machine.cache_root, key) or processes.on_main(

@@ -21,14 +21,15 @@ import shlex
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from star_al.al.base_scores import base_pool_scores
+from star_al.al.base_scores import LazyBaseScores, base_pool_scores
+from star_al.al.chunks import chunk_seed, job_name, score_in_chunks
 from star_al.al.cold_start import warm_start_needs, warm_start_query
 from star_al.al.run_config import checked
 from star_al.al.run_dir import RunDir
@@ -38,7 +39,7 @@ from star_al.data.tasks import fingerprint
 from star_al.engine.distributed import Execution
 from star_al.engine.evaluation import evaluate, write_predictions
 from star_al.engine.gradients import check_gradient_embedding
-from star_al.engine.scoring import measures, one_token_answers, run_scoring_options, score_examples
+from star_al.engine.scoring import measures, one_pass, one_token_answers, run_scoring_options, score_examples
 from star_al.engine.training import train_round
 from star_al.errors import StarError
 from star_al.files import write_json_atomic, write_npz_atomic
@@ -49,7 +50,7 @@ from star_al.labeling.people import AwaitingLabels  # noqa: F401 (raised through
 from star_al.models.adapters import ADAPTERS
 from star_al.rounds import RoundRecord, pack_correct
 from star_al.stopping import AnyOf, cohen_kappa, needs_monitor, parse_stop, run_limits
-from star_al.strategies.base import Needs, Query, ScoreView
+from star_al.strategies.base import Needs, Query, ScoreView, base_at
 from star_al.strategies.registry import b_decay_of, recipe_of
 from star_al.trackers import loss_summary
 
@@ -72,7 +73,13 @@ class ActiveLearningRun:
         self.execution, self.processes = execution, execution.processes
         self.tracker = tracker  # a trackers.Tracker (--report-to), or None
         self.on_round = on_round  # called with each round's record once it is committed (a sweep's clock)
-        self.by_id = {ex.id: ex for ex in pool}
+        # A pool read from disk (data/disk_pool.py) is its own lookup by id; a list becomes a dict.
+        self.by_id = pool if hasattr(pool, "take") else {ex.id: ex for ex in pool}
+        # A large pool's base scores are computed for what rounds ask about, not the whole pool.
+        self.lazy_base = len(pool) >= config.large_pool
+        self.pool_answered = getattr(pool, "all_answered", None)
+        if self.pool_answered is None and self.lazy_base:
+            self.pool_answered = all(ex.gold is not None for ex in pool)
         self.strategy = recipe_of(config).build(config)
         self.stop = run_limits(config)
         self.early_stop = AnyOf(parse_stop(config.stop))  # --stop's criteria alone, to mark a run they end
@@ -132,7 +139,11 @@ class ActiveLearningRun:
         self._check_state(rounds)
         finished = self.stop.should_stop(rounds) is not None
         warm_needs = warm_start_needs(self.config)
-        if (self.strategy.needs.any or warm_needs.any or warm_needs.embeddings) and not finished:
+        warm_reads_base = warm_needs.any or warm_needs.embeddings
+        if self.lazy_base and (self.strategy.needs.base or warm_reads_base) and not finished:
+            self.base = LazyBaseScores(self.run_dir.base_store_path, self._base_scorer, self.config.score_chunk,
+                                       self.processes)
+        elif not self.lazy_base and (self.strategy.needs.any or warm_reads_base) and not finished:
             self.base = base_pool_scores(self.config, self.task, self.model, self.backbone.tokenizer, self.by_id,
                                          self.pool_ids, self.run_dir, self.cache_root,
                                          self.backbone.placement.dtype,
@@ -231,6 +242,9 @@ class ActiveLearningRun:
             self._check_pending(pending, labeled_ids, len(queued))
             return Query(pending["ids"], pending["scores"], info={"lambda": pending.get("lambda")})
         if round_index == 0:
+            if isinstance(base, LazyBaseScores) and self.config.warm_start_by != "random":
+                # The warm start ranks the whole pool by the base model: scored now, in saved chunks.
+                base = base.at(self.pool_ids, 0, embeddings=warm_start_needs(self.config).embeddings)
             query, view = warm_start_query(self.config, self.pool_ids, base)
             if view is not None:
                 self.processes.on_main(self._save_scores, 0, view, query, base)
@@ -238,7 +252,9 @@ class ActiveLearningRun:
                                                                 "scores": query.scores, "lambda": None})
             return query
         taken = set(labeled_ids) | set(queued)
-        unlabeled = np.array([i for i in self.pool_ids if i not in taken])
+        unlabeled = self.pool_ids[~np.isin(self.pool_ids, np.array(sorted(taken), dtype=np.int64))]
+        if isinstance(base, LazyBaseScores):  # computed for this round's candidates when the strategy reads it
+            base = base.for_round(round_index) if self.strategy.needs.base else None
         seed = self.config.seed
         view = ScoreView(unlabeled, round_index - 1, self.strategy.needs, partial(self._score_pool, round_index),
                          base, lambda purpose: rng_for(seed, purpose, round_index), np.array(labeled_ids))
@@ -252,18 +268,60 @@ class ActiveLearningRun:
                           query.candidate_scores, query.info)
         self.processes.on_main(self.run_dir.write_pending, {"round": round_index, "ids": query.ids,
                                                             "scores": query.scores, "lambda": query.info.get("lambda")})
+        # The round's scoring chunks served their purpose: the batch is decided and written.
+        self.processes.on_main(shutil.rmtree, self.run_dir.scoring_path(round_index), ignore_errors=True)
         return query
 
     def _score_pool(self, round_index: int, ids: np.ndarray, needs: Needs) -> dict[str, np.ndarray]:
-        """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout)."""
+        """Every measure of the current model over `ids`, [passes, n] each (passes > 1: MC dropout),
+        scored in chunks of --score-chunk, each saved as it finishes (al/chunks.py)."""
         config = self.config
         options = run_scoring_options(config, needs.passes, gold_pe="pe_gold" in needs.tuned,
                                       embeddings=needs.embeddings, processes=self.processes,
                                       gradients=needs.gradients)
-        torch.manual_seed(config.seed * 1000 + 500 + round_index)
-        scores = score_examples(self.model, self.backbone.tokenizer, self.task, [self.by_id[i] for i in ids],
-                                options, desc=f"round {round_index}: score pool")
-        return measures(scores, needs)
+
+        def score(chunk_ids: np.ndarray, chunk: int | None) -> dict[str, np.ndarray]:
+            if chunk is not None:
+                torch.manual_seed(chunk_seed(config.seed, round_index, chunk))
+            scores = score_examples(self.model, self.backbone.tokenizer, self.task, self._examples(chunk_ids),
+                                    options, desc=f"round {round_index}: score pool")
+            return measures(scores, needs)
+
+        what = {key: sorted(value) if isinstance(value, frozenset) else value for key, value in asdict(needs).items()}
+        folder = self.run_dir.scoring_path(round_index) / job_name(f"tuned-k{needs.passes}", ids, needs=what)
+        return score_in_chunks(ids, config.score_chunk, folder, score, self.processes,
+                               label=f"round {round_index}: score pool")
+
+    def _base_scorer(self, embeddings: bool):
+        """The frozen base model's measures (and hidden states) of some pool ids: a large pool's lazy base
+        scores (al/base_scores.py LazyBaseScores) are computed with it, at any round."""
+        options = run_scoring_options(self.config, gold_pe=self.pool_answered, embeddings=embeddings,
+                                      processes=self.processes)
+
+        def score(ids: np.ndarray, chunk: int | None) -> dict[str, np.ndarray]:
+            with self._frozen_base() as model:
+                scores = score_examples(model, self.backbone.tokenizer, self.task, self._examples(ids), options,
+                                        desc="base model scores")
+            return one_pass(measures(scores, Needs(embeddings=embeddings)))
+
+        return score
+
+    @contextmanager
+    def _frozen_base(self):
+        """The frozen base model, with the round's adapter switched off where one is attached to it
+        (PEFT injects its layers into the base's modules; full fine-tuning trains a copy)."""
+        base = self.backbone.model
+        if self.model is base or not hasattr(self.model, "disable_adapter"):
+            yield base
+            return
+        with self.model.disable_adapter():
+            yield base
+
+    def _examples(self, ids) -> list:
+        """The pool examples of `ids`, in order (a pool on disk reads them in one go)."""
+        if hasattr(self.by_id, "take"):
+            return self.by_id.take(ids)
+        return [self.by_id[i] for i in ids]
 
     def _save_scores(self, round_index: int, view: ScoreView, query: Query, base) -> None:
         """The round's scores for analysis: every pass of the tuned measures, the base's, the ranked one,
@@ -271,9 +329,8 @@ class ActiveLearningRun:
         ids = view.scored_ids
         arrays = {"ids": ids, **view.scored}
         if base is not None:
-            position = {int(i): n for n, i in enumerate(base["ids"])}
-            rows = np.array([position[int(i)] for i in ids])
-            arrays.update({f"base_{key}": base[key][rows] for key in ("me", "pe", "pe_gold") if key in base})
+            at = base_at(base, ids)
+            arrays.update({f"base_{key}": at[key] for key in ("me", "pe", "pe_gold") if key in at})
         arrays.update({key: value for key, value in query.info.items() if isinstance(value, np.ndarray)})
         write_npz_atomic(self.run_dir.scores_path(round_index), combined=query.candidate_scores, **arrays)
 
@@ -285,7 +342,7 @@ class ActiveLearningRun:
             problems.append("an id twice")
         if set(ids) & set(labeled_ids):
             problems.append(f"ids already labeled ({sorted(set(ids) & set(labeled_ids))[:5]})")
-        unknown = sorted(set(ids) - set(int(i) for i in self.pool_ids))
+        unknown = sorted(set(int(i) for i in np.asarray(ids, dtype=np.int64)[~np.isin(ids, self.pool_ids)]))
         if unknown:
             problems.append(f"ids outside the pool ({unknown[:5]})")
         size = (self.config.warm_start if pending["round"] == 0 else self.config.query_size) + n_queued
@@ -439,9 +496,9 @@ class ActiveLearningRun:
 
     def _check_state(self, rounds: list[RoundRecord]) -> None:
         """The finished rounds must fit this pool, and no later state may outrun them."""
-        pool = set(int(i) for i in self.pool_ids)
         for record in rounds:
-            outside = [i for i in record.selected_ids if i not in pool]
+            selected = np.asarray(record.selected_ids, dtype=np.int64)
+            outside = [int(i) for i in selected[~np.isin(selected, self.pool_ids)]]
             if outside:
                 raise StarError(f"{self.run_dir.rounds_path}: round {record.round} labeled ids outside "
                                 f"this run's pool ({outside[:5]}); restore the file from a copy")

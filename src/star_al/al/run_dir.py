@@ -8,6 +8,9 @@ Layout:
     pending.json           a queried batch waiting for labels (between "query" and "label")
     scores/round-NN.npz    every round's pool scores, tuned and base parts kept apart
     base_scores.npz        the frozen base model's scores over the pool, computed once
+    base-scores/           a large pool's base scores, computed for the examples rounds ask about
+                           (one folder of chunks per asking: al/base_scores.py LazyBaseScores)
+    scoring/round-NN/      the chunks of a round's pool scoring while it runs (al/chunks.py)
     predictions/round-NN.jsonl   test predictions after each round's fine-tune
     adapter/               the last round's LoRA adapter (PEFT format)
 
@@ -177,6 +180,13 @@ class RunDir:
     @property
     def base_scores_path(self) -> Path:
         return self.path / "base_scores.npz"
+
+    @property
+    def base_store_path(self) -> Path:
+        return self.path / "base-scores"
+
+    def scoring_path(self, round_index: int) -> Path:
+        return self.path / "scoring" / f"round-{round_index:02d}"
 
     @property
     def adapter_path(self) -> Path:

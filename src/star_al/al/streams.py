@@ -22,8 +22,10 @@ def rng_for(seed: int, *stream: int) -> np.random.Generator:
 
 
 def choose_pool(config, pool) -> np.ndarray:
-    """The ids the run may query: all of train, or a fixed random subset of `pool_size`."""
-    ids = np.array(sorted(ex.id for ex in pool))
+    """The ids the run may query: all of train, or a fixed random subset of `pool_size`.
+
+    A pool read from disk (data/disk_pool.py) gives its ids without reading its examples."""
+    ids = pool.ids if hasattr(pool, "ids") else np.array(sorted(ex.id for ex in pool))
     if config.pool_size is not None and config.pool_size < len(ids):
         ids = np.sort(rng_for(config.seed, POOL_STREAM).choice(ids, config.pool_size, replace=False))
     if config.budget > len(ids):

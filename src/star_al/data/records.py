@@ -79,13 +79,20 @@ def read_jsonl(path: Path) -> Iterator[Located]:
         if not line.strip():
             continue
         where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise StarError(f"{where}: malformed JSON ({error})") from None
-        if not isinstance(record, dict):
-            raise StarError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        yield where, record
+        yield where, jsonl_record(where, line)
+
+
+def jsonl_record(where: str, line: str | bytes) -> dict:
+    """One JSONL line's record (a JSON object), or a one-line StarError naming `where`."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise StarError(f"{where}: malformed JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise StarError(f"{where}: not UTF-8 text ({one_line(error)})") from None
+    if not isinstance(record, dict):
+        raise StarError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def read_csv(path: Path) -> Iterator[Located]:
@@ -150,7 +157,7 @@ def read_parquet(path: Path) -> Iterator[Located]:
 
     try:
         batches = parquet.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS)
-        yield from _arrow_rows(path, batches)
+        yield from arrow_rows(path, batches)
     except (OSError, ValueError, pyarrow.ArrowException) as error:
         raise StarError(f"{path}: not a readable Parquet file ({one_line(error)})") from None
 
@@ -175,14 +182,15 @@ def dataset_records(dataset: Any, location: str) -> Iterator[Located]:
 
     label_columns = {column: feature for column, feature in dataset.features.items()
                      if isinstance(feature, ClassLabel)}
-    for where, record in _arrow_rows(location, dataset.with_format("arrow").iter(batch_size=_BATCH_ROWS)):
+    for where, record in arrow_rows(location, dataset.with_format("arrow").iter(batch_size=_BATCH_ROWS)):
         for column, feature in label_columns.items():
             value = record.get(column)
             record[column] = feature.int2str(value) if value is not None and value >= 0 else None
         yield where, record
 
 
-def _arrow_rows(location: Any, batches: Iterable[Any]) -> Iterator[Located]:
+def arrow_rows(location: Any, batches: Iterable[Any]) -> Iterator[Located]:
+    """("LOCATION row N", record) of every row of Arrow record batches (or tables), values as JSON holds them."""
     index = 0
     for batch in batches:
         for row in batch.to_pylist():

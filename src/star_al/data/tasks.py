@@ -63,14 +63,25 @@ def fingerprint(*splits: Iterable[Example]) -> str:
 
     Caches and run directories key on it: a data file edited in place (same path, same
     number of lines) gets another fingerprint, so old scores are never served for it.
+    A pool read from disk (data/disk_pool.py) enters by the digest of its examples' content,
+    computed when its file was indexed, so a start does not read a million examples to hash them.
     """
     digest = hashlib.sha256()
     for split in splits:
-        for ex in split:
-            content = [ex.id, ex.prompt, ex.target, ex.gold] + ([list(ex.choices)] if ex.choices is not None else [])
-            digest.update(json.dumps(content).encode())
+        indexed = getattr(split, "content_digest", None)
+        if indexed is not None:
+            digest.update(b"\x00indexed\x00" + indexed.encode())
+        else:
+            for ex in split:
+                digest.update(example_content(ex))
         digest.update(b"\x00split\x00")
     return digest.hexdigest()
+
+
+def example_content(ex: Example) -> bytes:
+    """What an example's fingerprint covers: id, prompt, target, gold (and its choices), as JSON."""
+    content = [ex.id, ex.prompt, ex.target, ex.gold] + ([list(ex.choices)] if ex.choices is not None else [])
+    return json.dumps(content).encode()
 
 
 @dataclass(frozen=True)
@@ -150,13 +161,17 @@ class Task:
         The split file is read in the task's ``format``, else the one its name says; a split
         named train.jsonl is also found as train.csv, train.parquet or a saved dataset train/.
         """
+        return self.build_examples(read_records(self.split_path(split, data_dir), self.format), require_answer)
+
+    def split_path(self, split: str, data_dir: Path) -> Path:
+        """The file (or saved dataset folder) holding one split in ``data_dir``."""
         if split not in self.splits:
             raise StarError(f"task {self.name} has no split '{split}' (splits: {', '.join(self.splits)})")
         named = Path(data_dir) / self.splits[split]
         path = locate(named, self.format)
         if path is None:
             raise StarError(f"task {self.name}: split file {named} not found")
-        return self.build_examples(read_records(path, self.format), require_answer)
+        return path
 
     def build_examples(self, located_records: Iterable[tuple[str, dict]],
                        require_answer: bool = True) -> list[Example]:
@@ -169,19 +184,24 @@ class Task:
         named_by = self._fields_named_by()
         examples = []
         for where, raw in located_records:
-            record = self._normalized(where, raw)
-            answered = record.get(self.answer) not in (None, "")
-            for name, key in named_by.items():
-                if name not in record and (require_answer or name != self.answer):
-                    raise StarError(f"{where}: missing field '{name}' named by the task's {key}")
-            prompt = _render(where, "prompt", self.prompt, record)
-            if answered or require_answer:
-                gold = self._gold(where, record)
-                target = _render(where, "target", self.target, {**record, "gold": gold})
-            else:
-                gold = target = None
-            examples.append(Example(id=len(examples), prompt=prompt, target=target, gold=gold, record=raw))
+            examples.append(self.render(where, raw, len(examples), require_answer, named_by))
         return examples
+
+    def render(self, where: str, raw: dict, example_id: int, require_answer: bool = True,
+               named_by: dict[str, str] | None = None) -> Example:
+        """One record as example `example_id`: normalised, checked and rendered (build_examples' step)."""
+        record = self._normalized(where, raw)
+        answered = record.get(self.answer) not in (None, "")
+        for name, key in (named_by if named_by is not None else self._fields_named_by()).items():
+            if name not in record and (require_answer or name != self.answer):
+                raise StarError(f"{where}: missing field '{name}' named by the task's {key}")
+        prompt = _render(where, "prompt", self.prompt, record)
+        if answered or require_answer:
+            gold = self._gold(where, record)
+            target = _render(where, "target", self.target, {**record, "gold": gold})
+        else:
+            gold = target = None
+        return Example(id=example_id, prompt=prompt, target=target, gold=gold, record=raw)
 
     def extract_answer(self, generated: str) -> str | None:
         """The answer a generation commits to, in the form ``is_correct`` compares.

@@ -77,7 +77,8 @@ class ScoreView:
     """The candidates of one query, and their scores computed on first request.
 
     `scorer(ids, needs)` returns every measure it computed, each [passes, n]; `base` holds
-    the frozen base model's scores over the whole pool (ids and one array per measure);
+    the frozen base model's scores over the whole pool (ids and one array per measure), or
+    computes them when first asked (`base_at`);
     `stream(purpose)` gives this query's random stream for a purpose; `labeled_ids` are
     the labeled set, embedded with the candidates when a strategy needs it.
     """
@@ -147,8 +148,7 @@ class ScoreView:
         """[n]: the frozen base model's `measure` of every candidate."""
         if measure not in self.needs.base:
             raise ValueError(f"the strategy did not declare the base measure {measure!r} it reads")
-        position = {int(i): n for n, i in enumerate(self._base["ids"])}
-        return self._base[measure][np.array([position[int(i)] for i in self.ids], dtype=np.int64)]
+        return base_at(self._base, self.ids)[measure]
 
     @property
     def scored(self) -> dict[str, np.ndarray] | None:
@@ -158,6 +158,17 @@ class ScoreView:
     @property
     def scored_ids(self) -> np.ndarray | None:
         return self._record.get("ids")
+
+
+def base_at(base, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The frozen base model's scores of `ids`, each measure [n]: read from whole-pool base scores (a
+    dict of "ids" and one array per measure), or asked of a store that computes the ones it lacks
+    when first asked (anything with `at(ids)`: a large pool's, al/base_scores.py)."""
+    if hasattr(base, "at"):
+        return base.at(ids)
+    position = {int(i): n for n, i in enumerate(base["ids"])}
+    rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
+    return {measure: base[measure][rows] for measure in MEASURES if measure in base}
 
 
 class Strategy(ABC):
