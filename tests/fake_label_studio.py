@@ -110,6 +110,9 @@ def _handler(studio: FakeLabelStudio):
                 return None
             body = self._body()
             if path == "/api/projects":
+                if not 3 <= len(body["title"]) <= 50:
+                    return self._answer(400, {"detail": "Validation error", "validation_errors": {
+                        "title": ["Ensure this field has no more than 50 characters."]}})
                 project = {"id": len(studio.projects) + 1, "title": body["title"], "label_config": body["label_config"]}
                 studio.projects[project["id"]] = project
                 return self._answer(201, project)

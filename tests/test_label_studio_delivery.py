@@ -98,6 +98,12 @@ def test_a_refused_push_is_noted_before_it_is_sent_and_the_project_kept(studio, 
     assert LabelStudioProject.for_run(tmp_path, None).describe(0) == "delivered to Label Studio project 1 (4 tasks)"
 
 
+def test_a_long_run_path_makes_a_title_label_studio_takes(studio, tmp_path):
+    run_dir = tmp_path / "an experiment with a rather long name" / "me+star-dora" / "seed-3-train-12"
+    LabelStudioProject.for_run(run_dir, studio.url).push(load_task("sst2"), small_batch())
+    assert studio.projects[1]["title"] == "star-al ... long name/me+star-dora/seed-3-train-12"  # 50 characters
+
+
 def test_the_same_ids_in_a_later_round_are_a_new_batch(studio, tmp_path):
     """An example queued from one batch into the next (--partial) goes out again with the next."""
     task = load_task("sst2")

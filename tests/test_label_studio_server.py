@@ -34,7 +34,8 @@ def test_push_annotate_cancel_pull_and_train_on_the_submitted(tiny_model_dir, un
 
     data, answers = unlabeled_pool
     run_dir = tmp_path / "R"
-    assert star(capsys, *human_args(tiny_model_dir, data, run_dir, "--label-studio", URL))[0] == 0
+    code, lines = star(capsys, *human_args(tiny_model_dir, data, run_dir, "--label-studio", URL))
+    assert code == 0, lines[-1]
     project_id = json.loads((run_dir / "label_studio.json").read_text())["project_id"]
     client = LabelStudio(base_url=URL, api_key=os.environ["LABEL_STUDIO_API_KEY"])
     tasks = list(client.tasks.list(project=project_id, fields="all"))
@@ -80,8 +81,10 @@ def test_a_push_failed_while_the_server_was_down_is_delivered_once_after_its_res
 
     monkeypatch.setattr(star_al.runs, "load_model", load_model)
     server("start")
-    assert resume(capsys, run_dir)[0] == 0
-    assert resume(capsys, run_dir)[0] == 0  # delivered already: nothing is sent twice
+    code, lines = resume(capsys, run_dir)
+    assert code == 0, lines[-1]
+    code, lines = resume(capsys, run_dir)  # delivered already: nothing is sent twice
+    assert code == 0, lines[-1]
     saved = json.loads((run_dir / "label_studio.json").read_text())
     assert saved["batches"]["0"]["delivered"] and saved["batches"]["0"]["tasks"] == 4
     client = LabelStudio(base_url=URL, api_key=os.environ["LABEL_STUDIO_API_KEY"])

@@ -36,6 +36,7 @@ from star_al.labeling.tool import AnswerRow, LabellingTool
 STATE_FILE = "label_studio.json"
 TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
 CHECK_TIMEOUT_S = 10
+TITLE_MAX = 50  # Label Studio refuses a longer project title
 NO_RETRY = {"max_retries": 0}  # a retried import after a lost answer could make tasks twice; we look first instead
 
 
@@ -56,7 +57,8 @@ class LabelStudioProject(LabellingTool):
     def __init__(self, run_path: Path, url: str, project_id: int | None = None, batches: dict | None = None):
         self.run_path, self.url, self.project_id = Path(run_path), url.rstrip("/"), project_id
         self.batches: dict[str, dict] = dict(batches or {})
-        self.title = "star-al " + "/".join(self.run_path.resolve().parts[-3:])  # e.g. star-al sst2/me/seed-0
+        where = "/".join(self.run_path.resolve().parts[-3:])  # e.g. star-al sst2/me/seed-0
+        self.title = f"star-al {where}" if len(where) <= TITLE_MAX - 8 else f"star-al ...{where[11 - TITLE_MAX:]}"
         self.run = shlex.quote(str(self.run_path))
 
     @classmethod
@@ -198,6 +200,8 @@ class LabelStudioProject(LabellingTool):
             if status is not None:
                 body = getattr(error, "body", None)
                 detail = body.get("detail") if isinstance(body, dict) else body
+                if isinstance(body, dict) and body.get("validation_errors"):
+                    detail = f"{detail}: {json.dumps(body['validation_errors'])}"
                 reason = f"HTTP {status}" + (f" ({str(detail).splitlines()[0][:160]})" if detail else "")
                 if status in (401, 403):
                     reason += f"; check {TOKEN_VARIABLE}"
