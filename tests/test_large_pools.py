@@ -234,3 +234,37 @@ def test_a_small_pool_scored_in_one_chunk_writes_no_chunks_and_no_lazy_scores(ti
     task, listed, _, test = sst2_runs
     run(smoke_config("me+star"), tiny_backbone_factory(0), task, listed, test, tmp_path / "r")
     assert not (tmp_path / "r" / "base-scores").exists() and not list((tmp_path / "r").rglob("chunk-*.npz"))
+
+
+def test_a_run_killed_during_scoring_resumes_under_a_launcher_from_its_last_chunk(tiny_model_dir, sst2_folder,
+                                                                                  tmp_path, monkeypatch):
+    """Alone, killed in round 2's scoring; resumed by two processes (torchrun): the finished chunks are
+    read back, and the picks are the uninterrupted run's."""
+    import os
+    import subprocess
+
+    from star_al.cli import main
+    from test_distributed import LAUNCHERS, SRC, _lines, _run_args
+
+    chunked = ["--large-pool", "0", "--score-chunk", "5"]
+    assert main([*_run_args(tiny_model_dir, sst2_folder, tmp_path / "whole", tmp_path / "cache"), *chunked]) == 0
+    monkeypatch.setattr(loop_module, "score_examples", KillingScorer("round 2: score pool", at=4))
+    with pytest.raises(Killed):
+        main([*_run_args(tiny_model_dir, sst2_folder, tmp_path / "killed", tmp_path / "cache"), *chunked])
+    monkeypatch.undo()
+    assert len(list((tmp_path / "killed" / "scoring" / "round-02").rglob("chunk-*.npz"))) == 2
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    resumed = subprocess.run([*LAUNCHERS["torchrun"], "-m", "star_al.cli", "resume", str(tmp_path / "killed"),
+                              "--device", "cpu", "--dtype", "float32", "--cache-dir", str(tmp_path / "cache-launched")],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "round 2: score pool: resumed from chunk 3 of 4" in (tmp_path / "killed" / "run.log").read_text()
+    whole, killed = _lines(tmp_path / "whole" / "rounds.jsonl"), _lines(tmp_path / "killed" / "rounds.jsonl")
+    assert [r["selected_ids"] for r in killed] == [r["selected_ids"] for r in whole]
+    for round_index in (2, 3):
+        mine = np.load(tmp_path / "whole" / "scores" / f"round-{round_index:02d}.npz")
+        shared = np.load(tmp_path / "killed" / "scores" / f"round-{round_index:02d}.npz")
+        np.testing.assert_array_equal(shared["ids"], mine["ids"])
+        for key in ("me", "pe", "base_me"):
+            np.testing.assert_allclose(shared[key], mine[key], rtol=0, atol=2e-5, err_msg=key)
