@@ -27,6 +27,7 @@ from test_reliability import assert_one_line_error, star
 
 
 SDK_LOOKUP = label_studio._sdk_client_class  # the real one: the SDK, or the refusal without it
+LOAD_MODEL = star_al.runs.load_model
 
 
 def _sdk_installed() -> bool:
@@ -243,6 +244,13 @@ def test_a_resume_checks_label_studio_before_any_work(tiny_model_dir, unlabeled_
     monkeypatch.setattr(star_al.runs, "load_model", _not_now)
     code, lines = resume(capsys, run_dir)
     assert_one_line_error(code, lines, f"Label Studio at {studio.url} does not answer")
+    assert f"go on without it by moving {run_dir / 'label_studio.json'} away" in lines[-1]
     code, lines = star(capsys, *human_args(tiny_model_dir, data, run_dir, "--label-studio", "http://elsewhere:8080"))
     assert_one_line_error(code, lines, f"labels in Label Studio at {studio.url}, not http://elsewhere:8080")
     assert state(run_dir)["batches"] == {"0": {"delivered": True, "project_id": 1, "tasks": 4, "imported": 4}}
+
+    (run_dir / "label_studio.json").rename(tmp_path / "label_studio.json")  # as the refusal says: files only now
+    monkeypatch.setattr(star_al.runs, "load_model", LOAD_MODEL)
+    code, out = said(capsys, "resume", run_dir, "--device", "cpu", "--dtype", "float32", "--cache-dir",
+                     tmp_path / "cache")
+    assert code == 0 and "round 0: 4 examples to label" in out and "Label Studio project" not in out

@@ -89,8 +89,9 @@ class LabelStudioProject(LabellingTool):
             raise StarError(f"Label Studio at {self.url} is not ready: its /health answers HTTP {error.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            raise StarError(f"Label Studio at {self.url} does not answer ({reason}); start it, or check "
-                            "--label-studio") from None
+            state = self.run_path / STATE_FILE
+            other = (f"go on without it by moving {state} away" if state.is_file() else "check --label-studio")
+            raise StarError(f"Label Studio at {self.url} does not answer ({reason}); start it, or {other}") from None
         with self._talking("the token check"):
             client.users.whoami(request_options={"timeout_in_seconds": CHECK_TIMEOUT_S, **NO_RETRY})
 
