@@ -116,6 +116,25 @@ def test_a_choice_label_must_be_one_of_the_examples_choices(local_tasks):
         task.with_label(example, "none of these")
 
 
+def test_people_answering_a_choice_task_name_one_of_the_examples_choices(local_tasks):
+    """`star label` checks a choice task's answers against each example's own choices before
+    any is kept (a bad one in the ledger would stop the run at training)."""
+    from star_al.data.catalog import load_task
+    from star_al.labeling.people import check_answers
+
+    task = load_task(str(local_tasks["obqa"]))
+    first, second = load_examples(task, "train")[:2]
+    examples = {first.id: first, second.id: second}
+    rows = [("f.csv:2", first.id, " " + first.choices[1].upper()), ("f.csv:3", second.id, second.choices[0])]
+    checked = check_answers(task, rows, set(examples), {}, examples=examples)
+    assert [(label.id, label.answer) for label in checked.labels] == [(first.id, first.choices[1]),
+                                                                      (second.id, second.choices[0])]
+    with pytest.raises(StarError, match=rf"f.csv:3: id {second.id}: answer 'none of these' is not one of its "
+                                        r"choices \("):
+        check_answers(task, [rows[0], ("f.csv:3", second.id, "none of these")], set(examples), {},
+                      examples=examples)
+
+
 def test_examples_without_choices_keep_their_fingerprint():
     examples = [Example(0, "a prompt", " yes", "yes"), Example(1, "another", None, None)]
     digest = hashlib.sha256()

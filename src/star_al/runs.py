@@ -25,7 +25,7 @@ from star_al.al.streams import choose_pool
 from star_al.config import RunConfig, load_config_file
 from star_al.data.catalog import load_task
 from star_al.data.disk_pool import load_pool
-from star_al.data.tasks import default_data_root, load_examples, resolve_data_dir
+from star_al.data.tasks import CHOICE, default_data_root, load_examples, resolve_data_dir
 from star_al.engine.distributed import Execution, Processes
 from star_al.errors import StarError
 from star_al.estimates import SweepClock
@@ -339,8 +339,13 @@ def import_labels(out: str | Path, rows, source: str, task=None, annotator: str 
                             "labelled (star label RUN FILE --annotator NAME, or an annotator column)")
         ledger = LabelLedger(run_dir.labels_path, config.annotators, config.resolve)
         given = {(entry["id"], entry.get("annotator")): entry["answer"] for entry in ledger.read()}
-        checked = check_answers(task or load_task(config.task), rows, set(pending["ids"]), given, annotator,
-                                one_per_example=config.annotators == 1)
+        task = task or load_task(config.task)
+        examples = None
+        if task.answer_type == CHOICE:  # an answer names one of its example's own choices
+            waiting = set(pending["ids"])
+            examples = {ex.id: ex for ex in run_data(config)[1] if ex.id in waiting}
+        checked = check_answers(task, rows, set(pending["ids"]), given, annotator,
+                                one_per_example=config.annotators == 1, examples=examples)
         if checked.labels:
             ledger.append(checked.labels, pending["round"], source)
         resolution = ledger.resolution()

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import NamedTuple
 
-from star_al.data.tasks import normalize_number
+from star_al.data.tasks import CHOICE, normalize_number
 from star_al.errors import StarError
 from star_al.labeling.batch_files import BatchFiles
 from star_al.labeling.oracle import Batch, Label, Oracle
@@ -53,8 +53,19 @@ class CheckedAnswers(NamedTuple):
     same: int
 
 
+def _choice_named(task, example, answer: str) -> str | None:
+    """The choice of `example` that `answer` names, or None (no such choice, or no example to ask)."""
+    if example is None or not answer:
+        return None
+    try:
+        return task.match_choice(example, answer)
+    except StarError:
+        return None
+
+
 def check_answers(task, rows, allowed_ids: set[int], given: dict[tuple[int, str | None], str],
-                  annotator: str | None = None, one_per_example: bool = True) -> CheckedAnswers:
+                  annotator: str | None = None, one_per_example: bool = True,
+                  examples: dict | None = None) -> CheckedAnswers:
     """The whole file's new labels, or a StarError naming every bad row (nothing is kept then).
 
     `rows` are (where, id, answer) or (where, id, answer, annotator); a row without its own
@@ -63,6 +74,7 @@ def check_answers(task, rows, allowed_ids: set[int], given: dict[tuple[int, str 
     labelled is refused, and so, when the run takes one label per example, is any second
     label for an id. Where one place answers an id several times (a Label Studio task
     annotated by several people) and the run takes one label per example, the last answers.
+    A choice task's answer must name one of its example's choices (`examples` by id).
     """
     rows = [tuple(row) for row in rows]
     if one_per_example:
@@ -82,7 +94,9 @@ def check_answers(task, rows, allowed_ids: set[int], given: dict[tuple[int, str 
         by = f" by {who}" if who is not None else ""
         answer = "" if raw_answer is None else str(raw_answer).strip()
         canonical = (task._match_label(answer) if task.answer_type == "label"
-                     else normalize_number(answer) if task.answer_type == "number" else answer)
+                     else normalize_number(answer) if task.answer_type == "number"
+                     else _choice_named(task, (examples or {}).get(example_id), answer) if task.answer_type == CHOICE
+                     else answer)
         if (example_id, who) in seen:
             problems.append(f"{where}: id {example_id}{by} appears twice (also {seen[example_id, who]})")
         elif example_id not in allowed_ids:
@@ -96,6 +110,10 @@ def check_answers(task, rows, allowed_ids: set[int], given: dict[tuple[int, str 
                             f"({', '.join(task.labels)})")
         elif task.answer_type == "number" and canonical is None:
             problems.append(f"{where}: id {example_id}: answer {answer!r} is not a number")
+        elif task.answer_type == CHOICE and canonical is None:
+            choices = (examples or {}).get(example_id)
+            problems.append(f"{where}: id {example_id}: answer {answer!r} is not one of its choices"
+                            + (f" ({' | '.join(choices.choices or ())})" if choices is not None else ""))
         elif (example_id, who) in given:
             if given[example_id, who] == canonical:
                 n_same += 1  # in the ledger already, as given
