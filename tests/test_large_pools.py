@@ -268,3 +268,16 @@ def test_a_run_killed_during_scoring_resumes_under_a_launcher_from_its_last_chun
         np.testing.assert_array_equal(shared["ids"], mine["ids"])
         for key in ("me", "pe", "base_me"):
             np.testing.assert_allclose(shared[key], mine[key], rtol=0, atol=2e-5, err_msg=key)
+
+
+def test_the_scale_benchs_pool_is_seeded_and_its_sizes_are_checked_in_one_line(capsys):
+    from star_al.bench_scale import synthetic_lines
+    from test_reliability import assert_one_line_error, star
+
+    lines = synthetic_lines(2000, seed=0)
+    assert lines == synthetic_lines(2000, seed=0) != synthetic_lines(2000, seed=1)
+    rows = [json.loads(line) for line in lines]
+    assert all(4 <= len(row["text"].split()) <= 12 for row in rows)
+    assert 0.3 < np.mean([row["label"] == "positive" for row in rows]) < 0.7
+    assert_one_line_error(*star(capsys, "bench", "--pool-scale", "0"), "--pool-scale sizes must be at least 1")
+    assert_one_line_error(*star(capsys, "bench", "--pool-scale", "10k"), "--pool-scale takes sizes")

@@ -459,7 +459,7 @@ def _adapter_steps(backbone, examples, plan: BenchPlan, clock) -> dict:
 
 def bench(args, machine, log=print) -> dict:
     """`star bench`: the figures of run_bench on the model and task the arguments name, or with
-    --pool-memory the pool-memory passes of bench_memory."""
+    --pool-memory the pool-memory passes of bench_memory, or with --pool-scale bench_scale's runs."""
     from dataclasses import replace as dc_replace
 
     from star_al.data.catalog import load_task
@@ -469,16 +469,14 @@ def bench(args, machine, log=print) -> dict:
     from star_al.runs import load_model
 
     root = args.data_root or (str(default_data_root()) if default_data_root() is not None else None)
+    if getattr(args, "pool_scale", None) is not None:
+        from star_al.bench_scale import run_pool_scale_bench
+
+        return {"pool_scale": run_pool_scale_bench(_sizes(args.pool_scale, "--pool-scale"), log)}
     if args.pool_memory is not None:
         from star_al.bench_memory import run_pool_memory_bench
 
-        try:
-            sizes = [int(n) for n in args.pool_memory.split(",") if n.strip()]
-        except ValueError as error:
-            raise StarError(f"--pool-memory takes sizes such as 1000,10000, got {args.pool_memory}") from error
-        if not sizes or min(sizes) < 1:
-            raise StarError(f"--pool-memory sizes must be at least 1, got {args.pool_memory}")
-        return {"pool_memory": run_pool_memory_bench(sizes, root, log)}
+        return {"pool_memory": run_pool_memory_bench(_sizes(args.pool_memory, "--pool-memory"), root, log)}
     plan = bench_plan(args)
     task = load_task(args.task)
     examples = load_examples(task, "train", data_root=root, data_dir=args.data)[:plan.examples]
@@ -495,6 +493,17 @@ def bench(args, machine, log=print) -> dict:
     figures = run_bench(backbone, fp32, task, examples, gen_task, gen_examples, plan, log=log)
     figures.update(model=args.model, task=task.name, model_load_seconds=loading)
     return figures
+
+
+def _sizes(text: str, flag: str) -> list[int]:
+    """Pool sizes as a flag gives them (1000,10000), or a one-line StarError."""
+    try:
+        sizes = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError as error:
+        raise StarError(f"{flag} takes sizes such as 1000,10000, got {text}") from error
+    if not sizes or min(sizes) < 1:
+        raise StarError(f"{flag} sizes must be at least 1, got {text}")
+    return sizes
 
 
 def bench_plan(args) -> BenchPlan:

@@ -263,6 +263,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     bn.add_argument("--pool-memory", default=None, metavar="SIZES",
                     help="instead: the memory of one scoring pass over pools of these sizes (sst2 sentences, "
                          "e.g. 1000,10000) on a tiny 2-layer Llama, with and without releasing the heap")
+    bn.add_argument("--pool-scale", nargs="?", const="10000,100000,1000000", default=None, metavar="SIZES",
+                    help="instead: star run on synthetic pool files of these sizes (default 10000,100000,1000000) "
+                         "read from disk, a tiny random Llama, a fixed scored subset: index time, peak memory, "
+                         "time per round, and the time a kill during scoring loses (a few minutes on 2 cores)")
     return parser
 
 

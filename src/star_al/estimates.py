@@ -55,9 +55,11 @@ def train_steps(config, n_labeled: int) -> int:
 
 
 def round_counts(config, pool_size: int, n_test: int) -> list[dict]:
-    """Per round: training steps, test examples evaluated, pool examples scored x passes."""
+    """Per round: training steps, test examples evaluated, pool examples scored x passes (with, for a
+    large pool, its candidates' base scores: at most one more pass, computed as rounds ask)."""
     needs = recipe_of(config).build(config).needs
     candidates = min(pool_size, config.pool_size) if config.pool_size else pool_size
+    lazy_base = bool(needs.base) and pool_size >= config.large_pool
     counts = []
     for index in range(config.n_rounds + 1):
         n_labeled = config.warm_start + index * config.query_size
@@ -66,15 +68,16 @@ def round_counts(config, pool_size: int, n_test: int) -> list[dict]:
         if index > 0 and needs.any and needs.tuned:
             scored = min(unlabeled, config.pool_subsample) if config.pool_subsample else unlabeled
         counts.append({"steps": train_steps(config, n_labeled), "eval": n_test if config.evaluate else 0,
-                       "scored": scored * needs.passes})
+                       "scored": scored * (needs.passes + lazy_base)})
     return counts
 
 
 def base_pass(config, pool_size: int) -> int:
-    """Pool examples the base model scores once per run (cached across runs of the same pool)."""
+    """Pool examples the base model scores once per run (cached across runs of the same pool); none
+    for a large pool, whose base scores come with each round's candidates (round_counts)."""
     needs = recipe_of(config).build(config).needs
     candidates = min(pool_size, config.pool_size) if config.pool_size else pool_size
-    return candidates if needs.base else 0
+    return candidates if needs.base and pool_size < config.large_pool else 0
 
 
 @dataclass(frozen=True)
