@@ -215,6 +215,8 @@ def test_the_study_tables_arrange_the_reports_paired_figures(tmp_path, capsys, m
              for line in out.splitlines() if line.startswith("| ") and "---" not in line}
     assert "- me+star - random: 3 of 3" in out and "- me - random: 3 of 3" in out
     assert lines["random"][:3] == ["3", "62.00 ± 2.00", ""]
-    assert lines["me+star"][:5] == ["3", "65.00 ± 2.00", "+3.00 [+3.00, +3.00]", "n/a", "+2.00 [+2.00, +2.00]"]
-    assert lines["+ dynamic"][:4] == ["3", "64.00 ± 2.00", "+1.00 [+1.00, +1.00]", ""]
-    assert lines["STAR (all three)"][:4] == ["3", "65.00 ± 2.00", "+2.00 [+2.00, +2.00]", "+1.00 [+1.00, +1.00]"]
+    # every difference is exact, so every p (raw and Holm's) is 0
+    assert lines["me+star"][:6] == ["3", "65.00 ± 2.00", "+3.00 [+3.00, +3.00]", "<0.001", "n/a", "+2.00 [+2.00, +2.00]"]
+    assert lines["+ dynamic"][:5] == ["3", "64.00 ± 2.00", "+1.00 [+1.00, +1.00]", "<0.001", ""]
+    assert lines["STAR (all three)"][:6] == ["3", "65.00 ± 2.00", "+2.00 [+2.00, +2.00]", "<0.001",
+                                             "+1.00 [+1.00, +1.00]", "<0.001"]
