@@ -1,6 +1,7 @@
 """Memory and time of a paper-sized run on a 7B model, computed (README "Scaling out").
 
     python scripts/scale_estimate.py [--train-tps 3000] [--score-tps 9000] [--gpus 1]
+                                     [--pool 1000000] [--pool-subsample 10000]
 
 Memory: bf16 base weights (2 bytes a parameter), the LoRA weights (r 64 on every linear
 layer of each block) with their fp32 gradients and AdamW's two fp32 moments, and the
@@ -9,6 +10,12 @@ flash attention; with --gradient-checkpointing the layer inputs, 2 s b h, plus o
 full set). Time: tokens divided by tokens/s; plug in your own `star bench` figures
 (training_tokens_per_s, scoring_tokens_per_s). Token counts come from the tasks' data
 with the SmolLM2 tokenizer, a stand-in for Llama-2's (both BPE of 32k-49k tokens).
+
+Each task's run is then priced again on a pool of --pool examples of the same length (a
+million support tickets): scoring the whole unlabeled pool K times a round, after one base
+pass over it, against scoring --pool-subsample candidates a round, K times with the tuned
+model and once with the base model (a large pool's base scores are computed for the
+candidates a round scores); training and evaluation cost what they cost on the paper's pool.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ def main() -> None:
     parser.add_argument("--score-tps", type=float, default=9000.0, help="scoring tokens/s per GPU (forward only)")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--mc-passes", type=int, default=3)
+    parser.add_argument("--pool", type=int, default=1_000_000, help="a large pool's size, priced after each task")
+    parser.add_argument("--pool-subsample", type=int, default=10_000, help="candidates scored a round in it")
     args = parser.parse_args()
     model = LLAMA2_7B
     print(f"LoRA r 64 on all linear layers of Llama-2-7B: {lora_params(model, 64) / 1e6:.1f}M parameters")
@@ -90,6 +99,15 @@ def main() -> None:
               f"{evaluated / 1e6:.1f}M evaluation -> {seconds / 3600:.1f} h for the run on {args.gpus} GPU(s) "
               f"(last round alone {labels[-1] * training['epochs'] * train_tokens / (args.train_tps * args.gpus) / 60:.0f}"
               " min of training)")
+        score_rate = args.score_tps * args.gpus
+        rest = trained / (args.train_tps * args.gpus) + evaluated / score_rate
+        whole = (args.pool + sum(args.pool - n for n in labels[:-1]) * args.mc_passes) * train_tokens
+        subset = rounds * args.pool_subsample * (args.mc_passes + 1) * train_tokens
+        print(f"{name} on a pool of {args.pool:,}: scoring it whole (one base pass, then K={args.mc_passes} a round) "
+              f"{whole / 1e6:,.0f}M tokens -> {(rest + whole / score_rate) / 3600:.1f} h (the base pass "
+              f"{args.pool * train_tokens / score_rate / 3600:.1f} h of it, before the first query); with --pool-subsample "
+              f"{args.pool_subsample:,} (K + 1 passes over the subset a round) {subset / 1e6:.0f}M tokens -> "
+              f"{(rest + subset / score_rate) / 3600:.1f} h, {subset / rounds / score_rate / 60:.0f} min of scoring a round")
 
 
 if __name__ == "__main__":

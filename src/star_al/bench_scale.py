@@ -7,8 +7,9 @@ size, each in fresh processes: the pool file is indexed (cold, then opened from 
 index), and `star run --large-pool 0` makes a warm start and QUERY_ROUNDS query rounds of
 me+star (MC_PASSES dropout passes; the dynamic mix over base scores computed for the candidates
 a round scores) on a fixed random subset of SUBSET candidates a round (`--pool-subsample`),
-scored in chunks of CHUNK. The figures: the peak resident memory of each process (the run's
-read by wait4) and the time of each round. On the largest pool the run is then killed
+scored in chunks of CHUNK. The figures: the peak resident memory of each process (its VmHWM,
+read as it exits: ru_maxrss would also count what this process held when it forked the child)
+and the time of each round. On the largest pool the run is then killed
 (SIGKILL) halfway through a chunk of round 2's scoring and resumed: the time lost is what the
 kill threw away (the chunk it interrupted), and the resumed run's picks are compared with the
 uninterrupted run's.
@@ -101,7 +102,18 @@ def measure_index(task_file: str, data_dir: str, cache: str) -> dict:
     load_pool(task, "train", 0, Path(cache), data_dir=data_dir)
     warm = time.perf_counter() - tick
     return {"examples": len(pool), "index_seconds": cold, "open_cached_seconds": warm, "rss_before_mb": before,
-            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_peak_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since its program started (VmHWM; where there is no
+    /proc, ru_maxrss, which also counts the parent's memory at the fork)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_args(work: Path, data_dir: Path, out: Path) -> list[str]:
@@ -114,18 +126,22 @@ def run_args(work: Path, data_dir: Path, out: Path) -> list[str]:
 
 
 def star(args: list[str], log_path: Path, until=None) -> dict:
-    """`star ARGS` in a fresh process (output to log_path): exit code, wall seconds, peak RSS (wait4).
-    `until(process)`, if given, is polled and may end the process early."""
+    """`star ARGS` in a fresh process (output to log_path): exit code, wall seconds, peak RSS (its own
+    VmHWM as it exits; None when killed). `until(process)`, if given, is polled and may end it early."""
+    peak = log_path.with_suffix(".peak")
+    peak.unlink(missing_ok=True)
+    code = ("import atexit, json, sys; from star_al.bench_scale import peak_rss_mb; "
+            f"atexit.register(lambda: open({str(peak)!r}, 'w').write(json.dumps(peak_rss_mb()))); "
+            f"from star_al.cli import main; sys.exit(main({args!r}))")
     started = time.perf_counter()
     with open(log_path, "a") as output:
-        process = subprocess.Popen([sys.executable, "-m", "star_al.cli", *args], stdout=output,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TQDM_DISABLE": "1"})
         while until is not None and process.poll() is None and not until(process):
             time.sleep(0.05)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+        process.wait()
     return {"returncode": process.returncode, "seconds": time.perf_counter() - started,
-            "rss_peak_mb": usage.ru_maxrss / 1024}
+            "rss_peak_mb": json.loads(peak.read_text()) if peak.is_file() else None}
 
 
 def rounds_of(run_dir: Path) -> list[dict]:
