@@ -61,8 +61,8 @@ def write_task(tmp_path: Path, body: str) -> Path:
 # --- the built-ins on the real files ------------------------------------------------------------
 
 
-def test_builtin_task_names_are_the_four_yaml_files():
-    assert builtin_task_names() == ["boolq", "gsm8k", "obqa", "sst2"]
+def test_builtin_task_names_are_the_five_yaml_files():
+    assert builtin_task_names() == ["boolq", "gsm8k", "obqa", "sst2", "trec"]
 
 
 def test_boolq_prompt_target_and_gold_follow_the_paper_template(data_root):
@@ -305,7 +305,7 @@ def test_malformed_task_files_are_reported(tmp_path, body, message):
 
 
 def test_unknown_task_name_lists_the_builtins():
-    with pytest.raises(StarError, match=r"unknown task 'mmlu': built-ins are boolq, gsm8k, obqa, sst2"):
+    with pytest.raises(StarError, match=r"unknown task 'mmlu': built-ins are boolq, gsm8k, obqa, sst2, trec"):
         load_task("mmlu")
 
 
