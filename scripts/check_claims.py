@@ -147,6 +147,12 @@ class Figures:
         return float(np.median([record["timings"]["eval"] for run in self.study_runs for record in run.rounds]))
 
     @cached_property
+    def main_job_avx2_minutes(self) -> dict:
+        """The README's main job run on a 2-core AVX2-only CPU: each strategy's rounds, in minutes."""
+        return {run.strategy: sum(r["timings"]["total"] for r in run.rounds) / 60
+                for run in finished(["main-job-avx2"])}
+
+    @cached_property
     def v1_random_minutes(self) -> float:
         """The median `random` run of the cpu-v1 variance study (500 sentences, 6-36 steps a round)."""
         runs = finished(["variance-cpu-recipe"])
@@ -282,6 +288,23 @@ def readme_beyond(f: Figures) -> str:
         f"cheapest ({minutes(f.beyond_minutes['me-ia3'])} minutes a run against LoRA `me`'s "
         f"{minutes(f.beyond_minutes['me'])}) and the least steady: {sum(map(bool, ia3_falls))} of its "
         f"{len(ia3_falls)} runs have a round {min(drops):.0f}-{max(drops):.0f} points below the one before.")
+
+
+def readme_main_job(f: Figures) -> str:
+    """The README's first screen: what the main job costs on both CPU classes and what one seed shows."""
+    over_random = f.study[("me+star", "random")]
+    fast = f.study_minutes["random"] + f.study_minutes["me+star"]
+    slow = sum(f.main_job_avx2_minutes.values())
+    return prose(
+        f"Its rounds take about {fast:.0f} minutes on 2 CPU cores where bf16 is fast (AVX512-BF16 or AMX: the "
+        f"study's median `random` and `me+star` runs, {minutes(f.study_minutes['random'])} and "
+        f"{minutes(f.study_minutes['me+star'])}) and about {slow:.0f} where bf16 is emulated (AVX2 only, as on "
+        f"many laptops and desktops: {minutes(f.main_job_avx2_minutes['random'])} and "
+        f"{minutes(f.main_job_avx2_minutes['me+star'])} in docs/results/main-job-avx2); `star sweep` says its "
+        "estimate for your machine before the first run. One seed shows the curves and the table, not which "
+        f"strategy is better: `me+star`'s AUC minus random's varies by {over_random.sd:.1f} points from seed to "
+        f"seed, more than its mean of {over_random.mean:+.2f} over the {over_random.n} paired seeds of the study "
+        "(see [Results](#results)).")
 
 
 def readme_cost(f: Figures) -> str:
@@ -524,7 +547,7 @@ def ablation_table(f: Figures) -> str:
         "helps; the study on the `cpu` preset above is what answers it.")
 
 
-BLOCKS = {"readme-study": readme_study, "readme-beyond": readme_beyond, "readme-cost": readme_cost,
+BLOCKS = {"readme-main-job": readme_main_job, "readme-study": readme_study, "readme-beyond": readme_beyond, "readme-cost": readme_cost,
           "readme-preset-times": readme_preset_times, "study-tables": study_tables, "study-findings": study_findings,
           "beyond-table": beyond_table, "beyond-findings": beyond_findings, "figure1-cpu": figure1_cpu,
           "figure1-cpu-v1": figure1_cpu_v1, "cpu-v1-first": cpu_v1_first, "ablation-table": ablation_table}

@@ -111,33 +111,37 @@ def rates_from_rounds(config, records, pool_size: int) -> Rates | None:
 
 
 def measure_rates(backbone, task, pool, test, config, execution=None) -> Rates:
-    """A few of this run's own steps on the loaded model: two training steps, 16 test examples
-    evaluated and 16 pool examples scored once."""
+    """A few of this run's own steps on the loaded model: two training steps, then one batch of
+    test examples evaluated and one of pool examples scored, each after a small warm-up
+    (first calls set up kernels and buffers: timed cold they read about three times slower)."""
     from star_al.engine.evaluation import evaluate
     from star_al.engine.scoring import ScoringOptions, score_examples
     from star_al.engine.training import train_round
     from star_al.models.adapters import ADAPTERS
     from star_al.strategies.registry import b_decay_of
 
+    def timed(fn, examples) -> float:
+        fn(examples[:4])
+        tick = time.perf_counter()
+        fn(examples[4:4 + config.score_batch_size])
+        return (time.perf_counter() - tick) / max(len(examples[4:4 + config.score_batch_size]), 1)
+
     started = time.perf_counter()
     method = ADAPTERS.get(config.finetune)
     examples = [ex for ex in pool[:4 * config.train.batch_size] if ex.gold is not None][:2 * config.train.batch_size]
     model = method.attach(backbone.model, config.lora, config.seed)
+    options = ScoringOptions(batch_size=config.score_batch_size)
     try:
         settings = replace(config.train, epochs=1, min_steps=0, warmup_ratio=0.0)
         kwargs = {} if execution is None else {"execution": execution}
         result = train_round(method, model, backbone.model, backbone.tokenizer, task, examples, settings,
                              b_decay_of(config), config.seed, desc=None, **kwargs)
-        tick = time.perf_counter()
-        evaluate(model, backbone.tokenizer, task, test[:16], config.score_batch_size, desc=None)
-        eval_seconds = time.perf_counter() - tick
-        tick = time.perf_counter()
-        score_examples(model, backbone.tokenizer, task, pool[:16], ScoringOptions(batch_size=config.score_batch_size))
-        score_seconds = time.perf_counter() - tick
+        score = timed(lambda some: score_examples(model, backbone.tokenizer, task, some, options), pool)
+        evaluation = timed(lambda some: evaluate(model, backbone.tokenizer, task, some, config.score_batch_size,
+                                                 desc=None), test) if len(test) > 4 else score
     finally:
         method.detach(model)
-    return Rates(step=result.seconds / max(result.steps, 1), eval_example=eval_seconds / len(test[:16]),
-                 score_example=score_seconds / len(pool[:16]),
+    return Rates(step=result.seconds / max(result.steps, 1), eval_example=evaluation, score_example=score,
                  source=f"measured here in {time.perf_counter() - started:.0f} s")
 
 
