@@ -541,6 +541,11 @@ def write_report(paths, out_dir, calibration: bool = False, include_unfinished: 
     comparisons = paired_table(runs, against, equivalence_margin)
     if comparisons:
         parts.append("## Paired comparisons\n\n" + comparisons)
+    from star_al.analysis.classes import class_tables
+
+    by_class = class_tables(runs, lambda strategies: strategy_order(strategies, baseline))
+    if by_class:
+        parts.append("## Per class\n\n" + by_class)
     parts.append("## Time\n\n" + time_table(runs))
     from star_al.analysis.annotators import agreement_table
 
