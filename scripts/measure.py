@@ -12,8 +12,11 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py full-ft-lr 1e-4 3e-5 1e-5   # full fine-tuning lr on 16 and 64 sst2 labels
     .venv/bin/python scripts/measure.py full-ft-lr --schedule cpu 1e-4 5e-5 2e-5   # the same on the cpu preset's schedule
     .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # a cpu round: LoRA, DoRA (lr 1e-3), IA3 (each lr)
+    .venv/bin/python scripts/measure.py trec-learnability   # trec: zero-shot, after 64 and 256 random labels (cpu)
+    .venv/bin/python scripts/measure.py trec-learnability --task my-trec.yaml --seeds 0 1 2   # another prompt, 3 draws
 
-Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE.
+Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE; --model
+loads another backbone (a name, a model directory or a .gguf file) instead of SmolLM2-135M.
 """
 
 import argparse
@@ -242,16 +245,94 @@ def kernels(backbone):
     LORA.detach(model)
 
 
+def trec_learnability(backbone, model_name: str, task_name: str, sizes, seeds, test_limit, out):
+    """Whether the backbone learns a label task (TREC unless `task_name` says otherwise) before an
+    AL comparison is spent on it: test accuracy zero-shot and after training on each of `sizes`
+    random labels (nested draws from the train split, one per seed), trained as a `cpu`-preset
+    random run trains a round (its LoRA and schedule, a fresh adapter, no B decay). Per class too,
+    and what the model answers: a model that answers the majority class scores that class's share.
+    The figures go to `out` as JSON, rewritten after each measurement."""
+    import json
+    import math
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from star_al.al.run_config import resolve_config
+    from star_al.analysis.classes import balanced_accuracy, class_accuracy, label_counts
+    from star_al.files import write_json_atomic
+
+    task = load_task(task_name)
+    train = load_examples(task, "train", data_root=DATA)
+    test = load_examples(task, "test", data_root=DATA)[:test_limit]
+    golds = [ex.gold for ex in test]
+
+    def measured(model, name: str) -> dict:
+        start = time.perf_counter()
+        scores, summary = evaluate(model, backbone.tokenizer, task, test, 32, desc=None)
+        per_class = class_accuracy(scores.correct, golds, task.labels)
+        figures = {"accuracy": summary["accuracy"], "balanced_accuracy": balanced_accuracy(per_class),
+                   "per_class": {label: None if math.isnan(value) else value for label, value in per_class.items()},
+                   "predicted": label_counts(scores.predictions, task.labels),
+                   "eval_seconds": time.perf_counter() - start}
+        print(f"{name}: accuracy {100 * figures['accuracy']:.1f}%, balanced {100 * figures['balanced_accuracy']:.1f}%"
+              f" ({figures['eval_seconds']:.0f} s)\n  per class: "
+              + ", ".join(f"{label} {100 * value:.1f}%" for label, value in per_class.items())
+              + "\n  answers: " + ", ".join(f"{label} {n}" for label, n in figures["predicted"].items()), flush=True)
+        return figures
+
+    test_counts = label_counts(golds, task.labels)
+    print(f"{task.name}: {len(train)} train, {len(test)} test questions ("
+          + ", ".join(f"{label} {n}" for label, n in test_counts.items()) + ")", flush=True)
+    out = Path(out or Path("docs/results/trec-learnability") / f"{task.name}-{Path(model_name).name}.json")
+
+    def save():  # after every measurement, so that an interrupted run keeps what it measured
+        write_json_atomic(out, json.loads(json.dumps(result, default=float)))
+
+    result = {"task": task.name, "task_file": task.source, "prompt": task.prompt, "model": model_name,
+              "dtype": str(backbone.model.dtype).removeprefix("torch."), "n_test": len(test),
+              "test_counts": test_counts, "zero_shot": measured(backbone.model, "zero-shot"), "trained": []}
+    save()
+    for seed in seeds:
+        config = resolve_config(task, "random", "cpu", seed, {}, {})
+        result.setdefault("lora", asdict(config.lora))
+        result.setdefault("train", asdict(config.train))
+        drawn = random.Random(seed).sample(train, max(sizes))
+        for n in sorted(sizes):
+            labeled = drawn[:n]
+            model = LORA.attach(backbone.model, config.lora, seed * 1000)  # seeded as a run's round 0 is
+            trained = train_adapter(model, backbone.tokenizer, task, labeled, config.train, seed * 1000, desc=None)
+            figures = measured(model, f"seed {seed}, {n} random labels "
+                                      f"({trained.steps} steps in {trained.seconds:.0f} s)")
+            result["trained"].append({"seed": seed, "n_labels": n, "label_counts": label_counts(
+                [ex.gold for ex in labeled], task.labels), "train_steps": trained.steps,
+                "train_seconds": trained.seconds, "loss_first": trained.losses[0], "loss_last": trained.losses[-1],
+                **figures})
+            save()
+            LORA.detach(model)
+    print(f"written: {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["scoring-profile", "training-profile", "mc-dropout", "train-prefix",
-                                         "kernels", "compile", "full-ft-lr", "peft-methods"])
+                                         "kernels", "compile", "full-ft-lr", "peft-methods", "trec-learnability"])
     parser.add_argument("rates", nargs="*", type=float, default=None)
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="the backbone: a name, a model directory or a .gguf file")
+    parser.add_argument("--task", default="trec", help="trec-learnability: the label task, a name or a task YAML")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256],
+                        help="trec-learnability: numbers of random training labels")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="trec-learnability: one draw per seed")
+    parser.add_argument("--test-limit", type=int, default=None, help="trec-learnability: the first N test questions")
+    parser.add_argument("--out", default=None, help="trec-learnability: the JSON file "
+                        "(default docs/results/trec-learnability/TASK-MODEL.json)")
     parser.add_argument("--schedule", choices=["cpu-v1", "cpu"], default="cpu-v1",
                         help="full-ft-lr: the preset whose LoRA schedule the rates are tried on")
     args = parser.parse_intermixed_args()
-    backbone = load_backbone("smollm2-135m", choose_placement(None, None))
-    if args.what == "full-ft-lr":
+    backbone = load_backbone(args.model, choose_placement(None, None))
+    if args.what == "trec-learnability":
+        trec_learnability(backbone, args.model, args.task, args.sizes, args.seeds, args.test_limit, args.out)
+    elif args.what == "full-ft-lr":
         full_ft_lr(backbone, args.rates or [1e-4, 3e-5, 1e-5], args.schedule)
     elif args.what == "peft-methods":
         peft_methods(backbone, args.rates or [1e-3, 1e-2, 3e-2])

@@ -114,7 +114,8 @@ def run_classes(run, task, data_cache: dict | None = None) -> RunClasses:
         queried = label_counts([answers[i] for i in chosen if i in answers], labels)
         if not chose_warm_start:
             warm = label_counts([answers[i] for i in run.rounds[0]["selected_ids"] if i in answers], labels)
-    return RunClasses(run.seed, labels, label_counts(golds, labels), class_accuracy(correct[-1], golds, labels), queried, warm)
+    return RunClasses(run.seed, labels, label_counts(golds, labels), class_accuracy(correct[-1], golds, labels),
+                      queried, warm)
 
 
 def class_tables(runs, order: Callable[[list[str]], list[str]] = sorted) -> str:
@@ -168,7 +169,8 @@ def _labels_table(found: dict[str, list[RunClasses]], labels, order) -> str:
     by_seed = {view.seed: view.warm_start for views in found.values() for view in views if view.warm_start is not None}
     warm = list(by_seed.values())  # a seed's random warm start is the same for every strategy
     if warm:
-        body.append(["warm start (random)", str(len(warm)), *(_count_cell([w[label] for w in warm]) for label in labels)])
+        body.append(["warm start (random)", str(len(warm)),
+                     *(_count_cell([w[label] for w in warm]) for label in labels)])
     for strategy in order(list(found)):
         counts = [view.queried for view in found[strategy] if view.queried is not None]
         if counts:
