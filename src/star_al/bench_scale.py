@@ -8,8 +8,9 @@ index), and `star run --large-pool 0` makes a warm start and QUERY_ROUNDS query 
 me+star (MC_PASSES dropout passes; the dynamic mix over base scores computed for the candidates
 a round scores) on a fixed random subset of SUBSET candidates a round (`--pool-subsample`),
 scored in chunks of CHUNK. The figures: the peak resident memory of each process (its VmHWM,
-read as it exits: ru_maxrss would also count what this process held when it forked the child)
-and the time of each round. On the largest pool the run is then killed
+read as it exits: ru_maxrss would also count what this process held when it forked the child),
+the wall time of each round, and the CPU seconds of the whole run (on a shared machine the
+wall times carry the other work's noise; the CPU seconds much less). On the largest pool the run is then killed
 (SIGKILL) halfway through a chunk of round 2's scoring and resumed: the time lost is what the
 kill threw away (the chunk it interrupted), and the resumed run's picks are compared with the
 uninterrupted run's.
@@ -127,11 +128,13 @@ def run_args(work: Path, data_dir: Path, out: Path) -> list[str]:
 
 def star(args: list[str], log_path: Path, until=None) -> dict:
     """`star ARGS` in a fresh process (output to log_path): exit code, wall seconds, peak RSS (its own
-    VmHWM as it exits; None when killed). `until(process)`, if given, is polled and may end it early."""
+    VmHWM as it exits) and CPU seconds (None for both when killed). `until(process)`, if given, is
+    polled and may end it early."""
     peak = log_path.with_suffix(".peak")
     peak.unlink(missing_ok=True)
-    code = ("import atexit, json, sys; from star_al.bench_scale import peak_rss_mb; "
-            f"atexit.register(lambda: open({str(peak)!r}, 'w').write(json.dumps(peak_rss_mb()))); "
+    code = ("import atexit, json, os, sys; from star_al.bench_scale import peak_rss_mb; "
+            f"atexit.register(lambda: open({str(peak)!r}, 'w').write(json.dumps("
+            "[peak_rss_mb(), sum(os.times()[:2])]))); "
             f"from star_al.cli import main; sys.exit(main({args!r}))")
     started = time.perf_counter()
     with open(log_path, "a") as output:
@@ -140,8 +143,9 @@ def star(args: list[str], log_path: Path, until=None) -> dict:
         while until is not None and process.poll() is None and not until(process):
             time.sleep(0.05)
         process.wait()
-    return {"returncode": process.returncode, "seconds": time.perf_counter() - started,
-            "rss_peak_mb": json.loads(peak.read_text()) if peak.is_file() else None}
+    peak_mb, cpu = json.loads(peak.read_text()) if peak.is_file() else (None, None)
+    return {"returncode": process.returncode, "seconds": time.perf_counter() - started, "rss_peak_mb": peak_mb,
+            "cpu_seconds": cpu}
 
 
 def rounds_of(run_dir: Path) -> list[dict]:
@@ -166,11 +170,13 @@ def measure_size(work: Path, folder: Path, n: int, log) -> dict:
         raise RuntimeError(f"star run on the pool of {n} failed: see {work / f'run-{n}.log'}")
     rounds = rounds_of(out)
     query_rounds = [r["timings"] for r in rounds[1:]]
-    log(f"pool {n:>9,}: run {run['seconds']:.0f} s, peak RSS {run['rss_peak_mb']:.0f} MB; query rounds "
+    log(f"pool {n:>9,}: run {run['seconds']:.0f} s ({run['cpu_seconds']:.0f} s of CPU), peak RSS "
+        f"{run['rss_peak_mb']:.0f} MB; query rounds "
         + "; ".join(f"{t['total']:.1f} s (score {t.get('score', 0):.1f}, train {t['train']:.1f}, "
                     f"eval {t['eval']:.1f})" for t in query_rounds))
     return {"pool": n, "index_seconds": index["index_seconds"], "index_open_cached_seconds": index["open_cached_seconds"],
-            "index_rss_peak_mb": index["rss_peak_mb"], "run_seconds": run["seconds"], "run_rss_peak_mb": run["rss_peak_mb"],
+            "index_rss_peak_mb": index["rss_peak_mb"], "run_seconds": run["seconds"], "run_cpu_seconds": run["cpu_seconds"],
+            "run_rss_peak_mb": run["rss_peak_mb"],
             "round_seconds": [r["timings"] for r in rounds], "selected_ids": [r["selected_ids"] for r in rounds]}
 
 
