@@ -277,9 +277,13 @@ def _sweep_clock(configs, run_dirs, backbone, machine, data_root, processes) -> 
         return None  # rates belong to one model: a sweep over several says nothing ahead
     if any(config.labels == "human" for config in configs):
         return None  # people set the pace
-    rates, plans, base_seconds, bases = {}, [], 0.0, set()
+    rates, plans, base_seconds, bases, data = {}, [], 0.0, set(), {}
     for config, run_dir in zip(configs, run_dirs):
-        task, pool, test = run_data(config, data_root, None, machine.cache_root)
+        # A sweep's runs mostly share their data: each set is read once (seeds and strategies do not change it).
+        which = (config.task, config.data_dir, config.large_pool, config.labels, config.evaluate, config.test_limit)
+        if which not in data:
+            data[which] = run_data(config, data_root, None, machine.cache_root)
+        task, pool, test = data[which]
         key = machine_key(backbone, task.name)
         if key not in rates:
             rates[key] = read_rates(machine.cache_root, key) or processes.on_main(
