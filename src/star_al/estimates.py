@@ -54,11 +54,15 @@ def train_steps(config, n_labeled: int) -> int:
     return max(config.train.epochs, math.ceil(config.train.min_steps / per_epoch)) * per_epoch
 
 
+def _needs_and_candidates(config, pool_size: int):
+    """What the run's strategy scores, and how many pool examples it may query (`pool_size` caps the pool)."""
+    return recipe_of(config).build(config).needs, min(pool_size, config.pool_size) if config.pool_size else pool_size
+
+
 def round_counts(config, pool_size: int, n_test: int) -> list[dict]:
     """Per round: training steps, test examples evaluated, pool examples scored x passes (with, for a
     large pool, its candidates' base scores: at most one more pass, computed as rounds ask)."""
-    needs = recipe_of(config).build(config).needs
-    candidates = min(pool_size, config.pool_size) if config.pool_size else pool_size
+    needs, candidates = _needs_and_candidates(config, pool_size)
     lazy_base = bool(needs.base) and pool_size >= config.large_pool
     counts = []
     for index in range(config.n_rounds + 1):
@@ -75,8 +79,7 @@ def round_counts(config, pool_size: int, n_test: int) -> list[dict]:
 def base_pass(config, pool_size: int) -> int:
     """Pool examples the base model scores once per run (cached across runs of the same pool); none
     for a large pool, whose base scores come with each round's candidates (round_counts)."""
-    needs = recipe_of(config).build(config).needs
-    candidates = min(pool_size, config.pool_size) if config.pool_size else pool_size
+    needs, candidates = _needs_and_candidates(config, pool_size)
     return candidates if needs.base and pool_size < config.large_pool else 0
 
 
