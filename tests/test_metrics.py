@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from star_al.metrics import (auc, brier_score, calibration_summary,
+from star_al.metrics import (auc, brier_score, calibration_summary, cohen_kappa,
                              correlation_matrix, expected_calibration_error,
                              mean_wrong_confidence, pearson, ripl, spearman)
 
@@ -128,3 +128,13 @@ def test_correlation_matrix_entries_match_pairwise_functions():
 def test_correlation_matrix_rejects_unknown_method():
     with pytest.raises(ValueError):
         correlation_matrix(np.ones((2, 3)), method="kendall")
+
+
+def test_cohen_kappa_by_hand_and_undefined_for_one_shared_constant():
+    """p_o = 3/4; p_e = 1/2 x 1/4 + 1/2 x 3/4 = 1/2; kappa = (3/4 - 1/2) / (1/2) = 0.5."""
+    assert cohen_kappa(["a", "a", "b", "b"], ["a", "b", "b", "b"]) == pytest.approx(0.5)
+    assert cohen_kappa(["a", "b", "a"], ["b", "a", "b"]) == pytest.approx(-0.8)  # p_o 0, p_e 4/9
+    assert np.isnan(cohen_kappa(["a", "a"], ["a", "a"]))  # no chance agreement to measure against
+    assert cohen_kappa(["a", "a"], ["b", "b"]) == 0.0
+    with pytest.raises(ValueError):
+        cohen_kappa(["a"], ["a", "b"])

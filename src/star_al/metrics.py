@@ -101,6 +101,23 @@ def calibration_summary(confidence, correct) -> dict:
     }
 
 
+def cohen_kappa(first, second) -> float:
+    """Agreement of two labelings beyond chance, (p_o - p_e) / (1 - p_e) (Cohen 1960).
+
+    NaN where it is undefined: both labelings one and the same constant leave no chance
+    agreement to measure against (p_e = 1). Callers decide what that means for them.
+    """
+    first, second = np.asarray(first, dtype=object), np.asarray(second, dtype=object)
+    if first.shape != second.shape or first.ndim != 1 or first.size == 0:
+        raise ValueError("kappa needs two labelings of the same, non-zero length")
+    observed = float(np.mean(first == second))
+    labels = set(first.tolist()) | set(second.tolist())
+    expected = sum(float(np.mean(first == c)) * float(np.mean(second == c)) for c in labels)
+    if expected == 1.0:
+        return float("nan")
+    return (observed - expected) / (1.0 - expected)
+
+
 def _ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing the average of the ranks they span."""
     uniques, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)

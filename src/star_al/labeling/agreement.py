@@ -1,6 +1,6 @@
 """How far a run's annotators agree, round by round, and the examples they disagree on.
 
-Two annotators: Cohen's kappa over the examples both labelled (scikit-learn's). Three or
+Two annotators: Cohen's kappa over the examples both labelled. Three or
 more: Krippendorff's alpha for nominal data (the `krippendorff` package), which takes
 examples that only some annotators labelled. An example belongs to the round of its first
 label, and every label it gets later (a tie broken in the next batch) counts there. Either
@@ -10,13 +10,13 @@ answer for everything (no chance agreement to measure against).
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from star_al.labeling.resolution import annotator_name
+from star_al.metrics import cohen_kappa
 
 COHEN, KRIPPENDORFF = "Cohen's kappa", "Krippendorff's alpha"
 
@@ -73,14 +73,10 @@ def agreement_by_round(entries: list[dict]) -> list[Agreement]:
 
 
 def _cohen(shared: dict[int, dict[str, str]], annotators: list[str]) -> float | None:
-    from sklearn.metrics import cohen_kappa_score
-
     first, second = zip(*[(given[annotators[0]], given[annotators[1]]) for given in shared.values()])
-    if len(first) < 2 or len(set(first) | set(second)) < 2:
+    if len(first) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = float(cohen_kappa_score(list(first), list(second)))
+    value = cohen_kappa(first, second)
     return None if np.isnan(value) else value
 
 

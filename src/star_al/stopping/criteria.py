@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from star_al import metrics
 from star_al.stopping.base import StoppingCriterion
 
 
 def cohen_kappa(first, second) -> float:
-    """Agreement of two labelings beyond chance: (p_o - p_e) / (1 - p_e); 1 when both are one constant."""
-    first, second = np.asarray(first, dtype=object), np.asarray(second, dtype=object)
-    if first.shape != second.shape or first.size == 0:
-        raise ValueError("kappa needs two labelings of the same, non-zero length")
-    observed = float(np.mean(first == second))
-    labels = set(first.tolist()) | set(second.tolist())
-    expected = sum(float(np.mean(first == c)) * float(np.mean(second == c)) for c in labels)
-    if expected == 1.0:
-        return 1.0
-    return (observed - expected) / (1.0 - expected)
+    """Cohen's kappa of two rounds' predictions, 1 where both are one constant: predictions
+    that did not change are stable, even where kappa itself is undefined."""
+    value = metrics.cohen_kappa(first, second)
+    return 1.0 if np.isnan(value) else value
 
 
 class WallTime(StoppingCriterion):
