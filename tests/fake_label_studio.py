@@ -1,8 +1,9 @@
 """A small Label Studio stand-in over HTTP, for the delivery tests: the endpoints star-al's
-Label Studio tool calls (/health, whoami, create a project, import tasks, list tasks),
-with faults to order: imports refused (HTTP 500), or cut off after Label Studio has kept
-part of them (the connection dropped without an answer), and the server stopped (its
-port closed) and started again on the same port.
+Label Studio tool calls (/health, whoami, create and list projects, import tasks, list
+tasks), with faults to order: imports refused (HTTP 500), or cut off after Label Studio
+has kept part of them (the connection dropped without an answer), a project created whose
+answer is lost the same way, and the server stopped (its port closed) and started again on
+the same port.
 
 `SdkStandIn` speaks to it as the label-studio-sdk client does (the same calls, the same
 HTTP), for machines without the SDK installed; with the SDK, the tests use the SDK itself.
@@ -28,6 +29,7 @@ class FakeLabelStudio:
         self.imports = 0
         self.refuse_imports = 0     # the next n imports answer HTTP 500, keeping nothing
         self.cut_imports_after = None  # the next import keeps this many tasks, then drops the connection
+        self.lose_create_answer = False  # the next project create is kept, its answer lost (connection dropped)
         self.health_status = 200
         self.port = 0
         self._server = None
@@ -92,6 +94,15 @@ def _handler(studio: FakeLabelStudio):
                 return None
             if url.path.rstrip("/") == "/api/current-user/whoami":
                 return self._answer(200, {"id": 1, "email": "annotator@example.com", "username": "annotator"})
+            if url.path.rstrip("/") == "/api/projects":  # as Django REST framework pages, 404 past the last
+                term = query.get("search", "").lower()
+                found = [p for p in studio.projects.values()
+                         if term in p["title"].lower() or term in (p.get("description") or "").lower()]
+                page, size = int(query.get("page", 1)), int(query.get("page_size", studio.page_size))
+                shown = found[(page - 1) * size: page * size]
+                if page > 1 and not shown:
+                    return self._answer(404, {"detail": "Invalid page."})
+                return self._answer(200, {"count": len(found), "next": None, "previous": None, "results": shown})
             if url.path.rstrip("/") == "/api/tasks":
                 tasks = studio.project_tasks(int(query["project"]))
                 page, size = int(query.get("page", 1)), int(query.get("page_size", studio.page_size))
@@ -113,8 +124,13 @@ def _handler(studio: FakeLabelStudio):
                 if not 3 <= len(body["title"]) <= 50:
                     return self._answer(400, {"detail": "Validation error", "validation_errors": {
                         "title": ["Ensure this field has no more than 50 characters."]}})
-                project = {"id": len(studio.projects) + 1, "title": body["title"], "label_config": body["label_config"]}
+                project = {"id": len(studio.projects) + 1, "title": body["title"], "label_config": body["label_config"],
+                           "description": body.get("description", "")}
                 studio.projects[project["id"]] = project
+                if studio.lose_create_answer:
+                    studio.lose_create_answer = False
+                    self.close_connection = True
+                    return None
                 return self._answer(201, project)
             parts = path.split("/")
             if len(parts) == 5 and parts[:3] == ["", "api", "projects"] and parts[4] == "import":
@@ -174,8 +190,21 @@ class _Projects:
     def __init__(self, client):
         self.client = client
 
-    def create(self, title, label_config, request_options=None):
-        return _Item(self.client.request("POST", "api/projects/", {"title": title, "label_config": label_config}))
+    def create(self, title, label_config, description="", request_options=None):
+        return _Item(self.client.request("POST", "api/projects/", {"title": title, "label_config": label_config,
+                                                                   "description": description}))
+
+    def list(self, search=None, page_size=None, request_options=None):
+        """Page after page as the SDK's pager: it asks for the next page while the last had items, and an
+        answer of 404 past the end is raised, as the SDK raises it."""
+        page = 1
+        while True:
+            query = {key: value for key, value in (("search", search), ("page_size", page_size)) if value is not None}
+            projects = self.client.request("GET", "api/projects/", page=page, **query)["results"]
+            if not projects:
+                return
+            yield from (_Item(project) for project in projects)
+            page += 1
 
     def import_tasks(self, id, request, request_options=None):  # noqa: A002 (the SDK's name)
         return self.client.request("POST", f"api/projects/{id}/import", list(request))

@@ -92,11 +92,39 @@ def test_a_refused_push_is_noted_before_it_is_sent_and_the_project_kept(studio, 
     studio.refuse_imports = 1
     with pytest.raises(StarError, match=r"round 0's batch: HTTP 500"):
         project.push(task, small_batch())
-    assert state(tmp_path) == {"url": studio.url, "project_id": 1, "batches": {"0": {"delivered": False}}}
+    assert state(tmp_path) == {"url": studio.url, "project_id": 1, "batches": {"0": {"delivered": False}},
+                               "project_key": studio.projects[1]["description"].split("(key ")[1].rstrip(").")}
     assert "not yet delivered to Label Studio" in project.describe(0)
     LabelStudioProject.for_run(tmp_path, None).push(task, small_batch())
     assert len(studio.projects) == 1 and len(studio.project_tasks(1, 0)) == 4
     assert LabelStudioProject.for_run(tmp_path, None).describe(0) == "delivered to Label Studio project 1 (4 tasks)"
+
+
+def test_a_project_whose_create_answer_was_lost_is_found_not_made_twice(studio, tmp_path):
+    task = load_task("sst2")
+    for other in ("someone else's project", "another run"):
+        studio.projects[len(studio.projects) + 1] = {"id": len(studio.projects) + 1, "title": other,
+                                                     "label_config": "<View/>", "description": "star-al key 0"}
+    studio.lose_create_answer = True  # Label Studio makes the project; its answer never arrives
+    with pytest.raises(StarError, match="round 0's batch"):
+        LabelStudioProject.for_run(tmp_path, studio.url).push(task, small_batch())
+    assert len(studio.projects) == 3 and state(tmp_path)["project_id"] is None
+    LabelStudioProject.for_run(tmp_path, None).push(task, small_batch())
+    assert len(studio.projects) == 3 and state(tmp_path)["project_id"] == 3  # the one made before
+    assert len(studio.project_tasks(3, 0)) == 4
+
+
+def test_a_create_lost_before_label_studio_kept_it_makes_the_project_then(studio, tmp_path, monkeypatch):
+    monkeypatch.setattr(label_studio.uuid, "uuid4", lambda: type("Key", (), {"hex": "c0ffee"})())
+    studio.projects[1] = {"id": 1, "title": "notes on c0ffee", "label_config": "<View/>", "description": ""}
+    studio.stop()
+    with pytest.raises(StarError):
+        LabelStudioProject.for_run(tmp_path, studio.url).push(load_task("sst2"), small_batch())
+    studio.start()
+    # It looks (the search finds a title with the key in it, not this run's project; the next page is a 404),
+    # finds none, and makes the project.
+    LabelStudioProject.for_run(tmp_path, None).push(load_task("sst2"), small_batch())
+    assert len(studio.projects) == 2 and state(tmp_path)["project_id"] == 2
 
 
 def test_a_long_run_path_makes_a_title_label_studio_takes(studio, tmp_path):

@@ -25,6 +25,7 @@ import os
 import shlex
 import urllib.error
 import urllib.request
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,8 +55,10 @@ class LabelStudioProject(LabellingTool):
 
     name = "label-studio"
 
-    def __init__(self, run_path: Path, url: str, project_id: int | None = None, batches: dict | None = None):
+    def __init__(self, run_path: Path, url: str, project_id: int | None = None, batches: dict | None = None,
+                 project_key: str | None = None):
         self.run_path, self.url, self.project_id = Path(run_path), url.rstrip("/"), project_id
+        self.project_key = project_key  # in the project's description: a create whose answer was lost is found by it
         self.batches: dict[str, dict] = dict(batches or {})
         where = "/".join(self.run_path.resolve().parts[-3:])  # e.g. star-al sst2/me/seed-0
         self.title = f"star-al {where}" if len(where) <= TITLE_MAX - 8 else f"star-al ...{where[11 - TITLE_MAX:]}"
@@ -69,11 +72,12 @@ class LabelStudioProject(LabellingTool):
             saved = read_json(state, "restore it from a copy (it names the run's Label Studio URL and project)")
             if not (isinstance(saved, dict) and isinstance(saved.get("url"), str)
                     and isinstance(saved.get("project_id"), (int, type(None)))
-                    and isinstance(saved.get("batches", {}), dict)):
+                    and isinstance(saved.get("batches", {}), dict)
+                    and isinstance(saved.get("project_key"), (str, type(None)))):
                 raise StarError(f"{state}: not a Label Studio state (url, project_id, batches); restore it from a copy")
             if url and url.rstrip("/") != saved["url"]:
                 raise StarError(f"{run_path} labels in Label Studio at {saved['url']}, not {url}")
-            return cls(run_path, saved["url"], saved["project_id"], saved.get("batches"))
+            return cls(run_path, saved["url"], saved["project_id"], saved.get("batches"), saved.get("project_key"))
         if url and not url.startswith(("http://", "https://")):
             raise StarError(f"--label-studio {url}: give the server's address, e.g. http://localhost:8080")
         return cls(run_path, url) if url else None
@@ -145,11 +149,15 @@ class LabelStudioProject(LabellingTool):
         tasks = make_tasks()
         client = self._client()
         with self._talking(f"round {round_index}'s batch"):
+            if self.project_id is None and self.project_key is not None:
+                self.project_id = self._find_project(client)  # made before, its answer lost
             if self.project_id is None:
-                project = client.projects.create(title=self.title, label_config=make_config(),
-                                                 request_options=NO_RETRY)
+                self.project_key = self.project_key or uuid.uuid4().hex
+                self._save()  # noted before the project is asked for
+                project = client.projects.create(title=self.title, description=self._description(),
+                                                 label_config=make_config(), request_options=NO_RETRY)
                 self.project_id = int(project.id)
-                self._save()
+            self._save()
             batch_ids = {task["data"].get("id") for task in tasks}
             there = {data.get("id") for data in self._task_data(client)
                      if data.get("star_round") == round_index and data.get("id") in batch_ids}
@@ -160,6 +168,21 @@ class LabelStudioProject(LabellingTool):
                                           "imported": len(missing)}
         self._save()
         return len(missing)
+
+    def _description(self) -> str:
+        return f"Labels for the star-al run {self.run_path.resolve()} (key {self.project_key})."
+
+    def _find_project(self, client) -> int | None:
+        """The project an earlier create made for this run (its description holds the run's key), if any."""
+        try:
+            for item in client.projects.list(search=self.project_key, page_size=100, request_options=NO_RETRY):
+                found = _as_dict(item)
+                if f"(key {self.project_key})" in (found.get("description") or ""):
+                    return int(found["id"])
+        except Exception as error:  # past the last page Label Studio answers 404, and the SDK raises it
+            if getattr(error, "status_code", None) != 404:
+                raise
+        return None
 
     def _task_data(self, client) -> list[dict]:
         """The `data` of every task in the project."""
@@ -213,8 +236,10 @@ class LabelStudioProject(LabellingTool):
             raise StarError(f"Label Studio at {self.url}, {what}: {reason}{retry}") from error
 
     def _save(self) -> None:
-        write_json_atomic(self.run_path / STATE_FILE,
-                          {"url": self.url, "project_id": self.project_id, "batches": self.batches})
+        state = {"url": self.url, "project_id": self.project_id, "batches": self.batches}
+        if self.project_key is not None:
+            state["project_key"] = self.project_key
+        write_json_atomic(self.run_path / STATE_FILE, state)
 
 
 def _as_dict(item) -> dict:
