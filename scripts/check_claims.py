@@ -62,6 +62,22 @@ PARTS = ("me+dynamic+mc", "me+dynamic+l2", "me+star")
 RERUN = "#star-on-sst2-again-and-its-components-cpu-v1-preset-the-code-of-commit-4ba7cce"  # the ablation's heading
 ABLATION_AFFECTED = ("me+star", "me+dynamic", "me+dynamic+mc", "me+dynamic+l2")  # rank by base scores
 
+# The trec study (the second testbed). Its families were fixed before its first run finished:
+# the two main contrasts (Holm over the two), all six pairs of its four strategies (Holm over
+# the six, as its report), and STAR's MC + L2 over the mix alone, tested for equivalence within
+# ±MARGIN, sst2's margin.
+TREC = "cpu-trec-study/trec"
+TREC_STRATEGIES = ("random", "me", "me+dynamic", "me+star")
+TREC_REFERENCES = ("random", "me", "me+dynamic")
+TREC_MAIN = (("me+star", "random"), ("me+star", "me"))
+TREC_PARTS = ("me+star", "me+dynamic")
+TREC_SEEDS = 10  # planned
+# The training schedules tried on trec before the study (scripts/measure.py trec-learnability --train-seeds):
+# file under docs/results/trec-learnability/schedules, and what it changes from the cpu preset.
+TREC_SCHEDULES = (("cpu.json", "`cpu` as it is (lr 5e-4, 3 epochs, at least 48 steps)"),
+                  ("lr1e-3.json", "`cpu` with lr 1e-3"),
+                  ("epochs8.json", "`cpu` with 8 epochs (`--epochs 8`)"))
+
 
 # ---------------------------------------------------------------- formatting
 
@@ -113,6 +129,10 @@ def excludes_zero(interval) -> bool:
 
 class Figures:
     """Every figure the blocks cite, computed once from the committed runs."""
+
+    @cached_property
+    def trec(self) -> "TrecFigures":
+        return TrecFigures()
 
     @cached_property
     def study_runs(self):
@@ -214,6 +234,51 @@ class Figures:
     @cached_property
     def ablation_12(self) -> dict:
         return by_pair(paired_rows([run for run in self.ablation_runs if run.seed in (1, 2)]))
+
+
+class TrecFigures:
+    """The trec study's figures, over the seeds finished so far (each comparison over the seeds both sides have)."""
+
+    @cached_property
+    def runs(self):
+        return finished([TREC]) if (ROOT / RESULTS / TREC).is_dir() else []
+
+    @cached_property
+    def seeds(self) -> dict:
+        return {strategy: sorted(run.seed for run in self.runs if run.strategy == strategy)
+                for strategy in TREC_STRATEGIES}
+
+    @cached_property
+    def paired(self) -> dict:
+        """All six pairs, Holm over the six (what the study's report prints)."""
+        return by_pair(paired_rows(self.runs, TREC_REFERENCES))
+
+    def _family(self, keys, margin=None) -> dict:
+        present = [key for key in keys if key in self.paired and self.paired[key].p is not None]
+        return family(self.paired, present, margin) if present else {}
+
+    @cached_property
+    def main(self) -> dict:
+        return self._family(TREC_MAIN)
+
+    @cached_property
+    def parts(self) -> dict:
+        return self._family([TREC_PARTS], MARGIN)
+
+    @cached_property
+    def minutes(self) -> dict:
+        return {strategy: times["total"] / 60 for (_, strategy), times in median_times(self.runs).items()}
+
+    @cached_property
+    def classes(self) -> dict:
+        """strategy -> its runs' per-class views (analysis/classes.py, as the report's tables)."""
+        from star_al.analysis.classes import run_classes
+        from star_al.data.catalog import load_task
+
+        task, cache, views = load_task("trec"), {}, {}
+        for run in sorted(self.runs, key=lambda run: run.seed):
+            views.setdefault(run.strategy, []).append(run_classes(run, task, cache))
+        return views
 
 
 def aucs(runs) -> dict:
@@ -547,10 +612,120 @@ def ablation_table(f: Figures) -> str:
         "helps; the study on the `cpu` preset above is what answers it.")
 
 
+def schedule_stats(name: str) -> dict:
+    """One schedule's runs on the same 96 labels: accuracies (percent), their mean and sd, mean last loss."""
+    import json
+
+    trained = json.loads((ROOT / RESULTS / "trec-learnability" / "schedules" / name).read_text())["trained"]
+    accuracy = [100 * run["accuracy"] for run in trained]
+    return {"steps": trained[0]["train_steps"], "accuracy": accuracy, "mean": float(np.mean(accuracy)),
+            "sd": float(np.std(accuracy, ddof=1)), "loss": float(np.mean([run["loss_last"] for run in trained])),
+            "balanced": 100 * float(np.mean([run["balanced_accuracy"] for run in trained]))}
+
+
+def trec_schedules(f) -> str:
+    """What each schedule tried reaches on the same 96 random labels, over its training seeds."""
+    lines = ["| schedule | steps | accuracy per training seed | mean | sd (training luck) | balanced | last loss |",
+             "|---|---|---|---|---|---|---|"]
+    for name, what in TREC_SCHEDULES:
+        x = schedule_stats(name)
+        lines.append(f"| {what} | {x['steps']} | " + ", ".join(f"{a:.1f}" for a in x["accuracy"])
+                     + f" | {x['mean']:.1f} | {x['sd']:.1f} | {x['balanced']:.1f} | {x['loss']:.2f} |")
+    return "\n".join(lines)
+
+
+def trec_status(t: TrecFigures) -> str:
+    done = [len(t.seeds[strategy]) for strategy in TREC_STRATEGIES]
+    if min(done) >= TREC_SEEDS:
+        return f"All four strategies on {TREC_SEEDS} paired seeds."
+    return ("Still running: finished seeds so far " + ", ".join(
+        f"`{strategy}` {len(t.seeds[strategy])}" for strategy in TREC_STRATEGIES) + f" of the {TREC_SEEDS} planned "
+        "(the sweep line above continues where it stopped); every figure below is over the seeds finished, "
+        "each comparison over the seeds both sides have, and will move as the rest come in.")
+
+
+def holm_verdict(stat) -> str:
+    """What one comparison shows, in words its Holm-adjusted p carries."""
+    if stat is None or stat.p_holm is None:
+        return "not testable yet (fewer than two paired seeds)"
+    if stat.p_holm < paired.ALPHA:
+        return f"shown ({'above' if stat.mean > 0 else 'below'}; Holm p {p(stat.p_holm)})"
+    return f"not shown (Holm p {p(stat.p_holm)})"
+
+
+def trec_table(t: TrecFigures) -> str:
+    if not t.runs:
+        return trec_status(t)
+    rows = aucs(t.runs)
+    lines = ["| strategy | seeds | AUC | - random [t] | Holm p (6) | sentence bootstrap | - me [t] | Holm p (6) | "
+             "run min |", "|---|---|---|---|---|---|---|---|---|"]
+    for strategy in TREC_STRATEGIES:
+        if strategy not in rows:
+            continue
+        vs_random, vs_me = t.paired.get((strategy, "random")), t.paired.get((strategy, "me"))
+        cells = ((["", "", ""] if vs_random is None else
+                  [diff(vs_random), p(vs_random.p_holm), ci(vs_random, "sentence_interval")])
+                 + (["", ""] if vs_me is None else [diff(vs_me), p(vs_me.p_holm)]))
+        lines.append(f"| {strategy} | {rows[strategy].n_seeds} | {rows[strategy].auc_mean:.2f} ± "
+                     f"{rows[strategy].auc_std:.2f} | " + " | ".join(cells) + f" | {minutes(t.minutes[strategy])} |")
+    from star_al.analysis.classes import class_tables
+    from star_al.analysis.report import strategy_order
+
+    by_class = class_tables(t.runs, lambda strategies: strategy_order(strategies, "random"))
+    return "\n".join([prose(trec_status(t)), "", *lines, "", by_class.removeprefix("### trec\n\n")])
+
+
+def trec_findings(t: TrecFigures) -> str:
+    if not t.runs:
+        return trec_status(t)
+    sp = t.paired
+    main = [(key, t.main.get(key)) for key in TREC_MAIN]
+    pair = t.parts.get(TREC_PARTS)
+
+    def abbr(strategy) -> str:
+        views = t.classes.get(strategy, [])
+        accuracy = np.mean([100 * view.accuracy["abbreviation"] for view in views])
+        asked = [view.queried["abbreviation"] for view in views if view.queried is not None]
+        never = sum(count == 0 for count in asked)
+        return (f"`{strategy}` {accuracy:.1f}%" + (f", {np.mean(asked):.1f} queried a run, none in {never} of "
+                                                   f"{len(asked)} runs" if asked else ""))
+    lines = [f"- `{a}` - `{b}`: {diff(stat)} over {stat.n} seeds; Holm over the two main contrasts: "
+             f"{holm_verdict(stat)}; over all six: {holm_verdict(sp[(a, b)])}." if stat is not None else
+             f"- `{a}` - `{b}`: {holm_verdict(None)}." for (a, b), stat in main]
+    for key in (("me+dynamic", "random"), ("me+dynamic", "me"), ("me", "random")):
+        stat = sp.get(key)
+        if stat is not None:
+            lines.append(f"- `{key[0]}` - `{key[1]}`: {diff(stat)} over {stat.n} seeds; over all six: "
+                         f"{holm_verdict(stat)}.")
+    if pair is not None and pair.tost_p is not None:
+        equivalent = ("within it" if pair.equivalent else "not shown within it")
+        lines.append(f"- MC dropout and L2 on B over the mix alone (`me+star` - `me+dynamic`): {diff(pair)}; "
+                     f"equivalence within ±{MARGIN:g} points (TOST): {equivalent} (p {p(pair.tost_p)}).")
+    lines.append("- The rare class, abbreviation (9 of the 500 test questions, about 1.6% of the pool): mean "
+                 "accuracy on it after the last round, and how many abbreviation questions a strategy queried "
+                 "after the warm start: " + "; ".join(abbr(s) for s in TREC_STRATEGIES if s in t.classes) + ".")
+    lines.append("- Cost: median run " + ", ".join(
+        f"`{s}` {minutes(t.minutes[s])}" for s in TREC_STRATEGIES if s in t.minutes) + " minutes.")
+    return prose(trec_status(t)) + "\n\n" + prose(*lines)
+
+
+def readme_trec(t: TrecFigures) -> str:
+    if not t.runs:
+        return prose("A second testbed, TREC question classification (six classes, imbalanced): " + trec_status(t))
+    said = [f"`{a}` - `{b}` {diff(stat)} over {stat.n} seeds, {holm_verdict(stat)}"
+            for (a, b), stat in ((key, t.main.get(key)) for key in TREC_MAIN) if stat is not None]
+    return prose(
+        "A second testbed, TREC question classification (`trec`: six classes, imbalanced; SmolLM2-135M, the `cpu` "
+        "preset with 8 epochs; docs/results): " + ("; ".join(said) + " (Holm over the same two main contrasts as sst2's). "
+                                      if said else "no paired comparison yet. ") + trec_status(t))
+
+
 BLOCKS = {"readme-main-job": readme_main_job, "readme-study": readme_study, "readme-beyond": readme_beyond, "readme-cost": readme_cost,
           "readme-preset-times": readme_preset_times, "study-tables": study_tables, "study-findings": study_findings,
           "beyond-table": beyond_table, "beyond-findings": beyond_findings, "figure1-cpu": figure1_cpu,
-          "figure1-cpu-v1": figure1_cpu_v1, "cpu-v1-first": cpu_v1_first, "ablation-table": ablation_table}
+          "figure1-cpu-v1": figure1_cpu_v1, "cpu-v1-first": cpu_v1_first, "ablation-table": ablation_table,
+          "trec-table": lambda f: trec_table(f.trec), "trec-findings": lambda f: trec_findings(f.trec),
+          "readme-trec": lambda f: readme_trec(f.trec), "trec-schedules": trec_schedules}
 
 
 # ---------------------------------------------------------------- the verdicts the prose states
@@ -597,7 +772,17 @@ def verdicts(f: Figures) -> list[tuple[str, bool]]:
         ("beyond: DoRA takes about twice LoRA's time",
          1.75 <= f.beyond_minutes["me+star-dora"] / f.beyond_minutes["me+star"] < 2.25),
         ("beyond: IA3 the cheapest run", min(f.beyond_minutes, key=f.beyond_minutes.get) == "me-ia3"),
+        *trec_schedule_verdicts(),
     ]
+
+
+def trec_schedule_verdicts() -> list[tuple[str, bool]]:
+    cpu, fast, long = (schedule_stats(name) for name, _ in TREC_SCHEDULES)
+    return [("trec: the cpu preset's training luck at 96 labels is several times one point", cpu["sd"] >= 3),
+            ("trec: the cpu preset's runs do not fit their labels (last loss above half a nat)", cpu["loss"] > 0.5),
+            ("trec: lr 1e-3 raises the mean but not the spread", fast["mean"] > cpu["mean"] and fast["sd"] >= cpu["sd"]),
+            ("trec: 8 epochs fits the labels and brings the spread down",
+             long["loss"] < 0.2 and long["sd"] < cpu["sd"] and long["mean"] > max(cpu["mean"], fast["mean"]))]
 
 
 # ---------------------------------------------------------------- checking and writing

@@ -14,6 +14,8 @@ them. Each prints its figures; timings compare only within one run on one machin
     .venv/bin/python scripts/measure.py peft-methods 1e-3 1e-2 3e-2  # a cpu round: LoRA, DoRA (lr 1e-3), IA3 (each lr)
     .venv/bin/python scripts/measure.py trec-learnability   # trec: zero-shot, after 64 and 256 random labels (cpu)
     .venv/bin/python scripts/measure.py trec-learnability --task my-trec.yaml --seeds 0 1 2   # another prompt, 3 draws
+    .venv/bin/python scripts/measure.py trec-learnability --sizes 96 --train-seeds 0 1 2 --lr 1e-3 --no-zero-shot
+        # a trec schedule: the cpu preset's with lr 1e-3, 3 training runs on the same 96 labels
 
 Data from $STAR_DATA_ROOT (default ../shared/data), model cache from $STAR_CACHE; --model
 loads another backbone (a name, a model directory or a .gguf file) instead of SmolLM2-135M.
@@ -245,16 +247,23 @@ def kernels(backbone):
     LORA.detach(model)
 
 
-def trec_learnability(backbone, model_name: str, task_name: str, sizes, seeds, test_limit, out):
+def trec_learnability(backbone, model_name: str, task_name: str, sizes, seeds, test_limit, out,
+                      schedule: dict | None = None, train_seeds=None, zero_shot: bool = True):
     """Whether the backbone learns a label task (TREC unless `task_name` says otherwise) before an
     AL comparison is spent on it: test accuracy zero-shot and after training on each of `sizes`
     random labels (nested draws from the train split, one per seed), trained as a `cpu`-preset
-    random run trains a round (its LoRA and schedule, a fresh adapter, no B decay). Per class too,
-    and what the model answers: a model that answers the majority class scores that class's share.
-    The figures go to `out` as JSON, rewritten after each measurement."""
+    random run trains a round (its LoRA and schedule, a fresh adapter, no B decay), or on the
+    `cpu` preset with `schedule`'s training settings changed. Per class too, and what the model
+    answers: a model that answers the majority class scores that class's share. With
+    `train_seeds`, each draw is trained once per training seed (adapter init, dropout, batch
+    order) on the same labels: the spread over them is the training run's own luck, what the
+    variance study chose the `cpu` preset's schedule by. The figures go to `out` as JSON,
+    rewritten after each measurement."""
     import json
     import math
     from dataclasses import asdict
+
+    import numpy as np
     from pathlib import Path
 
     from star_al.al.run_config import resolve_config
@@ -283,32 +292,39 @@ def trec_learnability(backbone, model_name: str, task_name: str, sizes, seeds, t
     test_counts = label_counts(golds, task.labels)
     print(f"{task.name}: {len(train)} train, {len(test)} test questions ("
           + ", ".join(f"{label} {n}" for label, n in test_counts.items()) + ")", flush=True)
-    out = Path(out or Path("docs/results/trec-learnability") / f"{task.name}-{Path(model_name).name}.json")
+    tag = "".join(f"-{key}{value:g}" for key, value in sorted((schedule or {}).items()))
+    out = Path(out or Path("docs/results/trec-learnability") / f"{task.name}-{Path(model_name).name}{tag}.json")
 
     def save():  # after every measurement, so that an interrupted run keeps what it measured
         write_json_atomic(out, json.loads(json.dumps(result, default=float)))
 
     result = {"task": task.name, "task_file": task.source, "prompt": task.prompt, "model": model_name,
               "dtype": str(backbone.model.dtype).removeprefix("torch."), "n_test": len(test),
-              "test_counts": test_counts, "zero_shot": measured(backbone.model, "zero-shot"), "trained": []}
+              "test_counts": test_counts, "zero_shot": measured(backbone.model, "zero-shot") if zero_shot else None,
+              "trained": []}
     save()
     for seed in seeds:
-        config = resolve_config(task, "random", "cpu", seed, {}, {})
+        config = resolve_config(task, "random", "cpu", seed, {}, {"train": schedule or {}})
         result.setdefault("lora", asdict(config.lora))
         result.setdefault("train", asdict(config.train))
         drawn = random.Random(seed).sample(train, max(sizes))
         for n in sorted(sizes):
             labeled = drawn[:n]
-            model = LORA.attach(backbone.model, config.lora, seed * 1000)  # seeded as a run's round 0 is
-            trained = train_adapter(model, backbone.tokenizer, task, labeled, config.train, seed * 1000, desc=None)
-            figures = measured(model, f"seed {seed}, {n} random labels "
-                                      f"({trained.steps} steps in {trained.seconds:.0f} s)")
-            result["trained"].append({"seed": seed, "n_labels": n, "label_counts": label_counts(
-                [ex.gold for ex in labeled], task.labels), "train_steps": trained.steps,
-                "train_seconds": trained.seconds, "loss_first": trained.losses[0], "loss_last": trained.losses[-1],
-                **figures})
-            save()
-            LORA.detach(model)
+            for train_seed in train_seeds or [seed]:
+                model = LORA.attach(backbone.model, config.lora, train_seed * 1000)  # seeded as a run's round 0 is
+                trained = train_adapter(model, backbone.tokenizer, task, labeled, config.train, train_seed * 1000,
+                                        desc=None)
+                figures = measured(model, f"seed {seed}, train seed {train_seed}, {n} random labels "
+                                          f"({trained.steps} steps in {trained.seconds:.0f} s, last loss "
+                                          f"{trained.losses[-1]:.2f})")
+                result["trained"].append({"seed": seed, "train_seed": train_seed, "n_labels": n,
+                                          "label_counts": label_counts([ex.gold for ex in labeled], task.labels),
+                                          "train_steps": trained.steps, "train_seconds": trained.seconds,
+                                          "loss_first": trained.losses[0], "loss_last": trained.losses[-1],
+                                          "loss_mean_last_epoch": float(np.mean(trained.losses[-max(1, n // 8):])),
+                                          **figures})
+                save()
+                LORA.detach(model)
     print(f"written: {out}")
 
 
@@ -324,6 +340,13 @@ def main():
                         help="trec-learnability: numbers of random training labels")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="trec-learnability: one draw per seed")
     parser.add_argument("--test-limit", type=int, default=None, help="trec-learnability: the first N test questions")
+    parser.add_argument("--train-seeds", nargs="+", type=int, default=None,
+                        help="trec-learnability: train each draw once per training seed (default: the draw's seed)")
+    parser.add_argument("--lr", type=float, default=None, help="trec-learnability: the cpu preset's peak lr, changed")
+    parser.add_argument("--min-steps", type=int, default=None, help="trec-learnability: its least steps a round")
+    parser.add_argument("--epochs", type=int, default=None, help="trec-learnability: its epochs")
+    parser.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=True,
+                        help="trec-learnability: also measure the untuned model")
     parser.add_argument("--out", default=None, help="trec-learnability: the JSON file "
                         "(default docs/results/trec-learnability/TASK-MODEL.json)")
     parser.add_argument("--schedule", choices=["cpu-v1", "cpu"], default="cpu-v1",
@@ -331,7 +354,10 @@ def main():
     args = parser.parse_intermixed_args()
     backbone = load_backbone(args.model, choose_placement(None, None))
     if args.what == "trec-learnability":
-        trec_learnability(backbone, args.model, args.task, args.sizes, args.seeds, args.test_limit, args.out)
+        schedule = {key: value for key, value in (("learning_rate", args.lr), ("min_steps", args.min_steps),
+                                                  ("epochs", args.epochs)) if value is not None}
+        trec_learnability(backbone, args.model, args.task, args.sizes, args.seeds, args.test_limit, args.out,
+                          schedule, args.train_seeds, args.zero_shot)
     elif args.what == "full-ft-lr":
         full_ft_lr(backbone, args.rates or [1e-4, 3e-5, 1e-5], args.schedule)
     elif args.what == "peft-methods":
