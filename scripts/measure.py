@@ -321,7 +321,7 @@ def trec_learnability(backbone, model_name: str, task_name: str, sizes, seeds, t
                                           "label_counts": label_counts([ex.gold for ex in labeled], task.labels),
                                           "train_steps": trained.steps, "train_seconds": trained.seconds,
                                           "loss_first": trained.losses[0], "loss_last": trained.losses[-1],
-                                          "loss_mean_last_epoch": float(np.mean(trained.losses[-max(1, n // 8):])),
+                                          "loss_mean_last_epoch": float(np.mean(trained.losses[-math.ceil(n / config.train.batch_size):])),
                                           **figures})
                 save()
                 LORA.detach(model)

@@ -149,15 +149,16 @@ class LabelStudioProject(LabellingTool):
         tasks = make_tasks()
         client = self._client()
         with self._talking(f"round {round_index}'s batch"):
-            if self.project_id is None and self.project_key is not None:
-                self.project_id = self._find_project(client)  # made before, its answer lost
             if self.project_id is None:
-                self.project_key = self.project_key or uuid.uuid4().hex
-                self._save()  # noted before the project is asked for
-                project = client.projects.create(title=self.title, description=self._description(),
-                                                 label_config=make_config(), request_options=NO_RETRY)
-                self.project_id = int(project.id)
-            self._save()
+                if self.project_key is not None:
+                    self.project_id = self._find_project(client)  # made before, its answer lost
+                if self.project_id is None:
+                    self.project_key = self.project_key or uuid.uuid4().hex
+                    self._save()  # noted before the project is asked for
+                    project = client.projects.create(title=self.title, description=self._description(),
+                                                     label_config=make_config(), request_options=NO_RETRY)
+                    self.project_id = int(project.id)
+                self._save()
             batch_ids = {task["data"].get("id") for task in tasks}
             there = {data.get("id") for data in self._task_data(client)
                      if data.get("star_round") == round_index and data.get("id") in batch_ids}
