@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from star_al.metrics import (auc, brier_score, calibration_summary, cohen_kappa,
+from star_al.metrics import (auc, auc_weights, brier_score, calibration_summary, cohen_kappa,
                              correlation_matrix, expected_calibration_error,
                              mean_wrong_confidence, pearson, ripl, spearman)
 
@@ -21,6 +21,12 @@ def test_auc_weights_points_by_uneven_spacing():
 
 def test_auc_sorts_points_by_labeled_size():
     assert auc([500, 100, 200], [0.8, 0.2, 0.4]) == pytest.approx(0.525)
+
+
+def test_auc_weights_are_the_trapezoid_shares_in_the_given_order():
+    # x scaled to 1 (500), 0 (100), 0.25 (200); gaps 0.25 and 0.75, each split between its ends
+    assert auc_weights([500, 100, 200]).tolist() == pytest.approx([0.375, 0.125, 0.5])
+    assert auc_weights([500]).tolist() == [1.0]
 
 
 def test_auc_of_single_point_is_its_accuracy():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from star_al.analysis import paired
+from star_al.metrics import auc
 from star_al.analysis.report import find_runs, paired_rows, write_report
 from star_al.rounds import pack_correct, unpack_correct
 from test_report import make_run
@@ -62,6 +63,22 @@ def test_sentence_bootstrap_of_a_strategy_against_itself_is_zero_and_of_a_better
     better[:, :40] = 1.0
     lo, hi = paired.sentence_bootstrap([(sizes, better, correct)], n_boot=500)
     assert 0 < lo <= hi
+
+
+def test_sentence_bootstrap_resamples_sentences_as_the_plain_loop_does():
+    """The shares shortcut gives the interval of recomputing both AUCs for every resample."""
+    rng = np.random.default_rng(1)
+    sizes = np.array([16, 48, 32])
+    pairs = [(sizes, (rng.random((3, 60)) < p).astype(float), (rng.random((3, 60)) < 0.6).astype(float))
+             for p in (0.7, 0.5)]
+    draws = np.random.default_rng(3)
+    replicates = np.zeros(300)
+    for n_labeled, a, b in pairs:
+        for i in range(300):
+            rows = draws.integers(0, 60, size=60)
+            replicates[i] += auc(n_labeled, a[:, rows].mean(axis=1)) - auc(n_labeled, b[:, rows].mean(axis=1))
+    expected = np.percentile(100 * replicates / len(pairs), [2.5, 97.5])
+    assert paired.sentence_bootstrap(pairs, n_boot=300, seed=3) == pytest.approx(tuple(expected))
 
 
 def test_report_prints_paired_intervals_against_random_and_me(tmp_path):

@@ -16,19 +16,36 @@ def auc(n_labeled, accuracy) -> float:
     so a flat curve at accuracy a has AUC a whatever the spacing of the points.
     A single point has no width: its AUC is its accuracy.
     """
-    x = np.asarray(n_labeled, dtype=float)
     y = np.asarray(accuracy, dtype=float)
-    if x.ndim != 1 or x.shape != y.shape or x.size == 0:
+    weights = auc_weights(n_labeled)
+    if y.shape != weights.shape:
         raise ValueError("auc needs two 1-D arrays of the same, non-zero length")
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
+    return float(weights @ y)
+
+
+def auc_weights(n_labeled) -> np.ndarray:
+    """The weights w, one per point in the given order, with AUC = w . accuracy.
+
+    The AUC is linear in the accuracies, so a resampling loop (the sentence bootstrap, the
+    test-sample variance) can weigh per-sentence correctness once instead of recomputing
+    the trapezoid for every replicate. Trapezoid weights: w_i = (x_{i+1} - x_{i-1}) / 2 on
+    the sorted, rescaled x, the ends taking half their one neighbouring gap.
+    """
+    x = np.asarray(n_labeled, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("auc needs two 1-D arrays of the same, non-zero length")
     if x.size == 1:
-        return float(y[0])
-    span = x[-1] - x[0]
+        return np.ones(1)
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    span = sorted_x[-1] - sorted_x[0]
     if span == 0:
         raise ValueError("auc needs at least two distinct labeled-set sizes")
-    x = (x - x[0]) / span
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+    gaps = np.diff((sorted_x - sorted_x[0]) / span)
+    sorted_weights = (np.concatenate([[0.0], gaps]) + np.concatenate([gaps, [0.0]])) / 2
+    weights = np.empty_like(sorted_weights)
+    weights[order] = sorted_weights
+    return weights
 
 
 def ripl(auc_strategy: float, auc_random: float) -> float:

@@ -115,7 +115,7 @@ def _test_variance(correct: np.ndarray, n_labeled: np.ndarray, index: int | None
     n_sentences = correct.shape[1]
     if index is not None:
         return float(correct[index].var() / n_sentences)
-    weights = np.array([metrics.auc(n_labeled, np.eye(len(n_labeled))[i]) for i in range(len(n_labeled))])
+    weights = metrics.auc_weights(n_labeled)
     covariance = np.atleast_2d(np.cov(correct, bias=True))
     return float(weights @ covariance @ weights / n_sentences)
 
