@@ -668,11 +668,12 @@ def trec_table(t: TrecFigures) -> str:
                  + (["", ""] if vs_me is None else [diff(vs_me), p(vs_me.p_holm)]))
         lines.append(f"| {strategy} | {rows[strategy].n_seeds} | {rows[strategy].auc_mean:.2f} ± "
                      f"{rows[strategy].auc_std:.2f} | " + " | ".join(cells) + f" | {minutes(t.minutes[strategy])} |")
-    from star_al.analysis.classes import class_tables
+    from star_al.analysis.classes import task_class_tables
     from star_al.analysis.report import strategy_order
+    from star_al.data.catalog import load_task
 
-    by_class = class_tables(t.runs, lambda strategies: strategy_order(strategies, "random"))
-    return "\n".join([prose(trec_status(t)), "", *lines, "", by_class.removeprefix("### trec\n\n")])
+    by_class = task_class_tables(load_task("trec"), t.runs, lambda strategies: strategy_order(strategies, "random"))
+    return "\n".join([prose(trec_status(t)), "", *lines, "", by_class])
 
 
 def trec_findings(t: TrecFigures) -> str:
