@@ -6,14 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from star_al.cli import main
 from star_al.errors import StarError
-from star_al.al.loop import ActiveLearningRun
+from star_al.al.loop import ActiveLearningRun, dtype_change
 from star_al.al.run_dir import RunDir
 from star_al.data.catalog import load_task
 from star_al.data.tasks import load_examples
@@ -315,6 +317,27 @@ def test_rounds_lost_behind_the_saved_adapter_are_refused(tiny_backbone_factory,
     (tmp_path / "R" / "rounds.jsonl").write_text("".join(lines[:2]))
     with pytest.raises(StarError, match="rounds were lost"):
         finish(tiny_backbone_factory(0), sst2_data, tmp_path / "R", config)
+
+
+def test_a_resume_keeps_the_dtype_its_rounds_ran_in(tiny_backbone_factory, sst2_data, tmp_path):
+    config = smoke_config("random")
+    killed_run(tiny_backbone_factory(0), sst2_data, tmp_path / "R", config)
+    ran = RunDir(tmp_path / "R").read_rounds()
+    assert ran and all((r.device, r.dtype) == ("cpu", "float32") for r in ran)
+    rounds = (tmp_path / "R" / "rounds.jsonl").read_text()
+    # a machine that would choose bf16 by itself is refused before any work; asked for, it is said and taken
+    chosen = replace(tiny_backbone_factory(0).placement, dtype=torch.bfloat16, automatic=True)
+    with pytest.raises(StarError, match=r"ran in float32 but this machine would take bfloat16.*--dtype float32"):
+        dtype_change(ran, chosen, "R/rounds.jsonl")
+    backbone = tiny_backbone_factory(0)
+    backbone.placement = chosen
+    with pytest.raises(StarError, match="--dtype float32 to continue it as it ran"):
+        finish(backbone, sst2_data, tmp_path / "R", config)
+    assert (tmp_path / "R" / "rounds.jsonl").read_text() == rounds
+    asked = replace(chosen, automatic=False)
+    assert "this resume runs in bfloat16, as asked" in dtype_change(ran, asked, "R/rounds.jsonl")
+    assert dtype_change(ran, tiny_backbone_factory(0).placement, "R/rounds.jsonl") is None
+    assert dtype_change([replace(r, dtype=None) for r in ran], chosen, "R/rounds.jsonl") is None  # older runs
 
 
 def test_damaged_config_is_refused_by_name(tmp_path):

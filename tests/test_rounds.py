@@ -26,11 +26,12 @@ def test_a_line_of_a_run_with_a_test_set_keeps_the_loops_keys_and_order():
     record = RoundRecord(round=1, n_labeled=7, selected_ids=[3, 5, 9], selected_scores=[0.9, 0.8, 0.7],
                          lambda_=0.9, accuracy=0.6, ece=0.1, brier=0.2, wrong_confidence=0.7, n_test=10,
                          test_correct="ffc0", train_steps=2, train_loss={"first": 0.7, "last": 0.5},
-                         timings={"score": 1.0, "train": 2.0, "eval": 1.0, "total": 4.0})
+                         timings={"score": 1.0, "train": 2.0, "eval": 1.0, "total": 4.0}, device="cpu",
+                         dtype="float32")
     line = json.loads(json.dumps(record.to_dict()))
     assert list(line) == ["round", "n_labeled", "selected_ids", "selected_scores", "lambda", "accuracy", "ece",
                           "brier", "wrong_confidence", "n_test", "test_correct", "train_steps", "train_loss",
-                          "timings"]
+                          "timings", "device", "dtype"]
     assert RoundRecord.from_dict(line) == record
 
 

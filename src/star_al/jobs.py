@@ -75,7 +75,7 @@ def evaluate_model(backbone: Backbone, task: Task, examples: list[Example], out:
         {"task": task.name, "model": name, "adapter": adapter, **summary}, indent=2) + "\n")
     config = {"model": name, "model_hub_id": backbone.hub_id, "adapter": adapter, "limit": limit,
               "batch_size": batch_size, "device": backbone.placement.device,
-              "dtype": str(backbone.placement.dtype).removeprefix("torch.")}
+              "dtype": backbone.placement.dtype_name}
     write_text_atomic(out / "results.json", json.dumps(
         lm_eval_results(task, scores, summary, config, n_original or len(examples)), indent=2) + "\n")
     if log_samples:

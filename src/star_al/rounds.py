@@ -43,6 +43,8 @@ class RoundRecord:
     train_steps: int | None = None
     train_loss: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    device: str | None = None                 # where the round's model ran ("cpu", "cuda:0")
+    dtype: str | None = None                  # the frozen base's dtype: a resume must keep it
     queued_ids: list[int] = field(default_factory=list)  # a partly labeled batch's rest (--partial)
     stopped: str | None = None                # the reason a stopping criterion ended the run here
     extra: dict = field(default_factory=dict)  # keys read that this version does not know
@@ -63,6 +65,9 @@ class RoundRecord:
             if getattr(self, key) is not None:
                 line[key] = getattr(self, key)
         line["timings"] = self.timings
+        for key in ("device", "dtype"):
+            if getattr(self, key) is not None:
+                line[key] = getattr(self, key)
         if self.queued_ids:
             line["queued_ids"] = self.queued_ids
         if self.stopped is not None:

@@ -159,7 +159,7 @@ def load_model(model, machine: Machine = Machine(), processes: Processes | None 
     processes.on_main(resolve_model_dir, str(model), machine.cache_root)  # de-quantized by main alone
     backbone = load_backbone(str(model), placement, Path(machine.cache_dir) if machine.cache_dir else None,
                              machine.quantization)
-    log.info(f"model {model} on {placement.device}, {str(placement.dtype).removeprefix('torch.')} "
+    log.info(f"model {model} on {placement.device}, {placement.dtype_name} "
              f"({placement.reason})")
     return backbone
 

@@ -208,6 +208,7 @@ class ActiveLearningRun:
         record = RoundRecord(round=round_index, n_labeled=len(labeled), selected_ids=selected, selected_scores=scores,
                              lambda_=query.info.get("lambda"), **summary, train_steps=train_result.steps,
                              train_loss=loss_summary(train_result.losses), timings=timings,
+                             device=str(self.backbone.placement.device), dtype=self.backbone.placement.dtype_name,
                              # a partly labeled batch (--partial): the rest stays queued for the next round
                              queued_ids=[i for i in query.ids if i not in answered])
         # The main process's record (its timings) is the round's, for every process.
@@ -495,7 +496,10 @@ class ActiveLearningRun:
         self._fine_tune(round_index, self._labeled_set([(r.round, r.selected_ids) for r in rounds]))
 
     def _check_state(self, rounds: list[RoundRecord]) -> None:
-        """The finished rounds must fit this pool, and no later state may outrun them."""
+        """The finished rounds must fit this pool and this dtype, and no later state may outrun them."""
+        changed = dtype_change(rounds, self.backbone.placement, self.run_dir.rounds_path)
+        if changed:
+            _log(changed)
         for record in rounds:
             selected = np.asarray(record.selected_ids, dtype=np.int64)
             outside = [int(i) for i in selected[~np.isin(selected, self.pool_ids)]]
@@ -507,6 +511,21 @@ class ActiveLearningRun:
             raise StarError(f"{self.run_dir.rounds_path} holds {len(rounds)} rounds but the saved adapter "
                             f"is round {adapter_round}'s: rounds were lost (truncated file?); "
                             "restore it from a copy, or start the run again in another directory")
+
+
+def dtype_change(rounds: list[RoundRecord], placement, where) -> str | None:
+    """Rounds that ran in one dtype continue in it: another dtype trains and scores differently, so
+    the run would not end where an uninterrupted one does. A machine's own choice of another dtype
+    (a resume on a CPU with fast bf16, say) is refused; one asked for is said, then taken."""
+    ran = sorted({record.dtype for record in rounds if record.dtype is not None})
+    now = placement.dtype_name
+    if not ran or ran == [now]:
+        return None
+    if placement.automatic:
+        raise StarError(f"{where}: its rounds ran in {', '.join(ran)} but this machine would take {now} "
+                        f"({placement.reason}); pass --dtype {ran[-1]} to continue it as it ran, "
+                        f"or --dtype {now} to change it knowingly")
+    return f"rounds so far ran in {', '.join(ran)}; this resume runs in {now}, as asked"
 
 
 def _adapter_round(adapter_dir: Path) -> int | None:

@@ -25,11 +25,17 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the model runs and in which dtype its frozen weights are held."""
+    """Where the model runs and in which dtype its frozen weights are held; `automatic` when
+    this machine chose them (not --device/--dtype, not a model handed over as loaded)."""
 
     device: str
     dtype: torch.dtype
     reason: str
+    automatic: bool = False
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
 
 
 def bf16_is_fast(capability: str, fp32_seconds: float, bf16_seconds: float) -> bool:
@@ -80,11 +86,11 @@ def choose_placement(device: str | None = None, dtype: str | None = None) -> Pla
     if device.startswith("cuda"):
         fast = torch.cuda.is_bf16_supported()
         return Placement(device, torch.bfloat16 if fast else torch.float32,
-                         "CUDA bf16 supported" if fast else "CUDA without bf16")
+                         "CUDA bf16 supported" if fast else "CUDA without bf16", automatic=True)
     if cpu_bf16_is_fast():
-        return Placement("cpu", torch.bfloat16, "CPU has fast bf16 (measured)")
+        return Placement("cpu", torch.bfloat16, "CPU has fast bf16 (measured)", automatic=True)
     return Placement("cpu", torch.float32,
-                     f"CPU bf16 is slow here ({torch.backends.cpu.get_cpu_capability()})")
+                     f"CPU bf16 is slow here ({torch.backends.cpu.get_cpu_capability()})", automatic=True)
 
 
 def device_name(device: str) -> str:
