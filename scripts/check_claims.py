@@ -36,6 +36,7 @@ import numpy as np
 
 from star_al.analysis import paired
 from star_al.analysis.report import find_runs, format_interval, format_p, median_times, paired_rows, summarise
+from star_al.errors import StarError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_tables import sign_counts, study_stats, tables  # noqa: E402  (a script beside this one)
@@ -272,12 +273,12 @@ class TrecFigures:
     @cached_property
     def classes(self) -> dict:
         """strategy -> its runs' per-class views (analysis/classes.py, as the report's tables)."""
-        from star_al.analysis.classes import run_classes
+        from star_al.analysis.classes import strategy_classes
         from star_al.data.catalog import load_task
 
-        task, cache, views = load_task("trec"), {}, {}
-        for run in sorted(self.runs, key=lambda run: run.seed):
-            views.setdefault(run.strategy, []).append(run_classes(run, task, cache))
+        views, missing = strategy_classes(load_task("trec"), sorted(self.runs, key=lambda run: run.seed))
+        if missing:
+            raise StarError("; ".join(missing))
         return views
 
 
@@ -668,11 +669,10 @@ def trec_table(t: TrecFigures) -> str:
                  + (["", ""] if vs_me is None else [diff(vs_me), p(vs_me.p_holm)]))
         lines.append(f"| {strategy} | {rows[strategy].n_seeds} | {rows[strategy].auc_mean:.2f} ± "
                      f"{rows[strategy].auc_std:.2f} | " + " | ".join(cells) + f" | {minutes(t.minutes[strategy])} |")
-    from star_al.analysis.classes import task_class_tables
+    from star_al.analysis.classes import classes_tables
     from star_al.analysis.report import strategy_order
-    from star_al.data.catalog import load_task
 
-    by_class = task_class_tables(load_task("trec"), t.runs, lambda strategies: strategy_order(strategies, "random"))
+    by_class = classes_tables(t.classes, lambda strategies: strategy_order(strategies, "random"))
     return "\n".join([prose(trec_status(t)), "", *lines, "", by_class])
 
 

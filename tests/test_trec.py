@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from star_al.analysis.classes import balanced_accuracy, class_accuracy, label_counts, task_class_tables
+from star_al.analysis.classes import balanced_accuracy, class_accuracy, label_counts, class_tables, strategy_classes
 from star_al.cli import main
 from star_al.data.catalog import builtin_task_names, load_task
 from star_al.data.tasks import load_examples, map_hf_record
@@ -112,9 +112,10 @@ def test_class_accuracy_and_counts_on_a_hand_computed_case():
     assert label_counts(["A", "b ", "b", "zzz"], ("a", "b", "c")) == {"a": 1, "b": 2, "c": 0}
 
 
-def test_task_class_tables_are_empty_for_a_task_without_labels_or_without_runs():
-    assert task_class_tables(load_task("gsm8k"), []) == ""
-    assert task_class_tables(load_task("trec"), []) == ""
+def test_class_tables_are_empty_without_runs():
+    assert strategy_classes(load_task("gsm8k"), []) == ({}, [])
+    assert strategy_classes(load_task("trec"), []) == ({}, [])
+    assert class_tables([]) == ""
 
 
 def run_args(model_dir, data, out, strategy="me+star"):

@@ -208,7 +208,7 @@ class ActiveLearningRun:
         record = RoundRecord(round=round_index, n_labeled=len(labeled), selected_ids=selected, selected_scores=scores,
                              lambda_=query.info.get("lambda"), **summary, train_steps=train_result.steps,
                              train_loss=loss_summary(train_result.losses), timings=timings,
-                             device=str(self.backbone.placement.device), dtype=self.backbone.placement.dtype_name,
+                             device=self.backbone.placement.device, dtype=self.backbone.placement.dtype_name,
                              # a partly labeled batch (--partial): the rest stays queued for the next round
                              queued_ids=[i for i in query.ids if i not in answered])
         # The main process's record (its timings) is the round's, for every process.

@@ -125,25 +125,26 @@ def class_tables(runs, order: Callable[[list[str]], list[str]] = sorted) -> str:
     by_task: dict[str, list] = {}
     for run in runs:
         by_task.setdefault(run.task, []).append(run)
-    sections = []
+    sections, data_cache = [], {}
     for task_name in sorted(by_task):
         try:
             task = load_task(task_name)
         except StarError as error:
             sections.append(f"### {task_name}\n\nNot shown: {error}")
             continue
-        body = task_class_tables(task, by_task[task_name], order)
-        if body:
-            sections.append(body if body.startswith("Left out") else f"### {task_name}\n\n{body}")
+        if task.answer_type != "label":
+            continue
+        found, missing = strategy_classes(task, by_task[task_name], data_cache)
+        if found:
+            sections.append(f"### {task_name}\n\n" + classes_tables(found, order))
+        if missing:
+            sections.append(f"Left out of the {task_name} class tables: " + "; ".join(missing))
     return "\n\n".join(sections)
 
 
-def task_class_tables(task, runs, order: Callable[[list[str]], list[str]] = sorted) -> str:
-    """One label task's two class tables (no heading) over its runs, then a line naming the runs
-    left out; empty when the task is not a label task or no run of it could be read."""
-    if task.answer_type != "label":
-        return ""
-    found, missing, data_cache = {}, [], {}
+def strategy_classes(task, runs, data_cache: dict | None = None) -> tuple[dict[str, list[RunClasses]], list[str]]:
+    """Each strategy's runs by class, and why each run that cannot be shown is left out."""
+    found, missing = {}, []
     for run in runs:
         try:
             view = run_classes(run, task, data_cache)
@@ -151,12 +152,13 @@ def task_class_tables(task, runs, order: Callable[[list[str]], list[str]] = sort
             missing.append(str(error))
             continue
         found.setdefault(run.strategy, []).append(view)
-    parts = []
-    if found:
-        parts.append(_accuracy_table(found, task.labels, order) + "\n\n" + _labels_table(found, task.labels, order))
-    if missing:
-        parts.append(f"Left out of the {task.name} class tables: " + "; ".join(missing))
-    return "\n\n".join(parts)
+    return found, missing
+
+
+def classes_tables(found: dict[str, list[RunClasses]], order: Callable[[list[str]], list[str]] = sorted) -> str:
+    """The two class tables (no heading) over strategy -> its runs' views, all of one task."""
+    labels = next(iter(found.values()))[0].labels
+    return _accuracy_table(found, labels, order) + "\n\n" + _labels_table(found, labels, order)
 
 
 def _accuracy_table(found: dict[str, list[RunClasses]], labels, order) -> str:
